@@ -1,0 +1,120 @@
+"""Rule-based rewards of CLS-RL and No-Thinking-CLS-RL ("CLS-RL: Image Classification with
+Rule-Based Reinforcement Learning", later "Think or Not Think").
+
+The thinking variant sums ``cls_format`` (``<think>...</think><answer>...</answer>``) and
+``cls_accuracy`` (the answer equals the gold class); the no-thinking variant uses ``cls_equality``
+alone (the whole completion is the class name). ``cls_contains`` is the paper's lenient evaluation
+metric, kept apart from the training rewards. The gold class is read from the ``label`` column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rewards.contract import completion_text
+from rewards.registry import register_reward
+
+_FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def normalize_class_name(name: str) -> str:
+    """Normalise a class name for ``cls_equality``: as strict as a useful equality can be.
+
+    Strips surrounding whitespace, then drops ONE trailing period, then ignores case and treats
+    ``_`` as a space: ``" Golden_Retriever."`` becomes ``"golden retriever"``. Nothing else is
+    forgiven (no quotes, no inner-space collapsing, no second period), because the reward must
+    push the model to emit the bare class name and nothing more.
+    """
+    text = name.strip().removesuffix(".")
+    return text.casefold().replace("_", " ")
+
+
+def _gold(label: Any) -> str | None:
+    """The gold class as text; None for a row without one, where the rewards do not apply."""
+    if label is None:
+        return None
+    text = str(label).strip()
+    return text or None
+
+
+def _answer_blocks(text: str) -> list[str]:
+    return _ANSWER_RE.findall(text)
+
+
+def _score_against_label(
+    completions: Sequence[Any], label: Sequence[Any], judge: Callable[[str, str], bool]
+) -> list[float | None]:
+    """1.0/0.0 per completion from ``judge(text, gold)``; None where the row has no gold label."""
+    scores: list[float | None] = []
+    for completion, gold_label in zip(completions, label, strict=True):
+        gold = _gold(gold_label)
+        scores.append(None if gold is None else float(judge(completion_text(completion), gold)))
+    return scores
+
+
+@register_reward("cls_format")
+def cls_format(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0 if the whole stripped completion is ``<think>...</think>`` then ``<answer>...</answer>``.
+
+    The paper's pattern, matched against the entire completion (nothing before or after), with
+    ``.`` matching newlines. Whitespace may separate the two blocks.
+    """
+    return [
+        1.0 if _FORMAT_RE.fullmatch(completion_text(completion).strip()) else 0.0
+        for completion in completions
+    ]
+
+
+@register_reward("cls_accuracy")
+def cls_accuracy(completions: Sequence[Any], label: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0 if the ``<answer>`` content, stripped, equals the gold class ignoring case, else 0.0.
+
+    Exactly one ``<answer>...</answer>`` block must be present: a completion without one, or with
+    several (hedging between classes), scores 0.0. No other normalisation (``_`` is not a space
+    here), as in the paper; give the gold class in the form the prompt lists it.
+    """
+
+    def judge(text: str, gold: str) -> bool:
+        blocks = _answer_blocks(text)
+        return len(blocks) == 1 and blocks[0].strip().casefold() == gold.casefold()
+
+    return _score_against_label(completions, label, judge)
+
+
+@register_reward("cls_equality")
+def cls_equality(completions: Sequence[Any], label: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0 only if the entire completion is the gold class name, else 0.0 (No-Thinking-CLS-RL).
+
+    Both sides go through :func:`normalize_class_name` (surrounding whitespace, one trailing
+    period, case, ``_`` vs space); any other text, tags or reasoning included, scores 0.0.
+    """
+    return _score_against_label(
+        completions, label, lambda text, gold: normalize_class_name(text) == normalize_class_name(gold)
+    )
+
+
+def _lenient(text: str) -> str:
+    return text.strip().casefold().replace("_", " ")
+
+
+@register_reward("cls_contains")
+def cls_contains(completions: Sequence[Any], label: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """The paper's lenient evaluation metric: 1.0 if the gold class occurs in the answer text.
+
+    The answer text is the content of the ``<answer>`` block, or the whole completion when it has
+    none (no-thinking outputs); several ``<answer>`` blocks score 0.0, so listing every candidate
+    does not pass. Case is ignored and ``_`` equals a space. Being a substring test, "cat" is
+    found in "wildcat": report it as the paper's metric, beside the strict rewards, not instead.
+    """
+
+    def judge(text: str, gold: str) -> bool:
+        blocks = _answer_blocks(text)
+        if len(blocks) > 1:
+            return False
+        answer = blocks[0] if blocks else text
+        return _lenient(gold) in _lenient(answer)
+
+    return _score_against_label(completions, label, judge)
