@@ -1,0 +1,123 @@
+"""Recipe configuration: dataclasses that extend TRL's, so every field is a YAML key and a CLI flag.
+
+A recipe fills four dataclasses: :class:`RecipeArguments` (which method, held-out check), TRL's
+``ModelConfig`` (model, dtype, LoRA/QLoRA), :class:`DataArguments` (dataset and prompt format) and the
+method's trainer config (:class:`GRPORecipeConfig` or :class:`SFTRecipeConfig`, subclasses of TRL's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, ModelConfig, SFTConfig
+
+
+@dataclass
+class RecipeArguments:
+    """What to run, and the held-out check printed before and after training."""
+
+    method: str = field(
+        default="grpo",
+        metadata={"help": "Post-training method: a name from posttrain.methods (e.g. 'grpo', 'sft')."},
+    )
+    heldout_metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reward (registry name, module:function or file.py:function) used as the held-out metric, "
+            "scored on greedy completions of the test split before and after training. None skips the check."
+        },
+    )
+    heldout_samples: int = field(
+        default=64, metadata={"help": "Number of test-split prompts scored by the held-out check."}
+    )
+    heldout_max_new_tokens: int = field(
+        default=64, metadata={"help": "Maximum new tokens per greedy completion in the held-out check."}
+    )
+    heldout_batch_size: int = field(
+        default=16, metadata={"help": "Prompts per generation batch in the held-out check."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how rows become prompts (and, for SFT, completions)."""
+
+    dataset_name: str = field(
+        default="",
+        metadata={
+            "help": "A registered offline dataset (see `posttrain datasets`), a local JSONL/CSV/Parquet file or "
+            "folder, or any `datasets.load_dataset` source."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name, if any."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Held-out split (evaluation only)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training rows (after a seeded shuffle)."}
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Python format string filled from each row's columns to make the user turn, e.g. "
+            "'{question}'. Not needed when the dataset already has a 'prompt' column."
+        },
+    )
+    completion_template: str | None = field(
+        default=None,
+        metadata={"help": "SFT only: format string for the target completion, e.g. '{solution}'."},
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System turn prepended to every prompt."}
+    )
+    prompt_format: str = field(
+        default="chat",
+        metadata={
+            "help": "'chat': conversational messages rendered by the chat template; 'raw': plain text."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in ("chat", "raw"):
+            raise ValueError(f"prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}.")
+
+
+@dataclass
+class GRPORecipeConfig(GRPOConfig):
+    """TRL's GRPOConfig plus the reward specs and the local completion log."""
+
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Rewards, each a registered name, 'module:function' or 'path/to/file.py:function'; in YAML an "
+            "entry may also be a mapping {name, weight, kwargs}."
+        },
+    )
+    reward_errors: str = field(
+        default="raise",
+        metadata={
+            "help": "What a failing reward does: 'raise' stops with an error naming the function and sample; "
+            "'none' scores that sample None (excluded from the advantage) and counts it in the logs."
+        },
+    )
+    completions_jsonl: bool = field(
+        default=True,
+        metadata={"help": "Write every completion with its per-reward scores to <output_dir>/completions/."},
+    )
+
+
+@dataclass
+class SFTRecipeConfig(SFTConfig):
+    """TRL's SFTConfig; the recipe layer adds nothing of its own yet, but methods subclass this."""
+
+
+# Fields TRL has changed defaults for between releases: a GRPO recipe must set each one itself.
+GRPO_EXPLICIT_FIELDS = ("loss_type", "beta", "scale_rewards", "num_generations")
+
+__all__ = [
+    "DataArguments",
+    "GRPO_EXPLICIT_FIELDS",
+    "GRPORecipeConfig",
+    "ModelConfig",
+    "RecipeArguments",
+    "SFTRecipeConfig",
+]

@@ -1,0 +1,228 @@
+"""`posttrain train`: run one recipe end to end.
+
+The order is fixed: seed, logging, checkpoint, rewards, data, tokenizer, model, trainer, train, save,
+held-out check. Everything that can fail on bad input fails before the model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from posttrain.data import load_any
+from posttrain.formatting import format_dataset, format_split
+from posttrain.methods import StageContext
+from posttrain.models import load_model, load_tokenizer, peft_config
+from posttrain.recipe import Recipe
+from rewards.registry import load_reward_functions, reward_required_columns
+
+logger = logging.getLogger("posttrain")
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from; nothing is deleted, the message says what to do."""
+
+
+def setup_logging(level: int) -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        level=level,
+        stream=sys.stdout,
+    )
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that is missing its state or weights, naming what is missing."""
+    state = path / "trainer_state.json"
+    if not state.exists():
+        raise CheckpointError(f"Checkpoint {path} has no trainer_state.json (interrupted save?).")
+    try:
+        json.loads(state.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"Checkpoint {path}: trainer_state.json is corrupt ({err}).") from err
+    has_weights = any((path / f).exists() for f in _WEIGHT_FILES) or any(path.glob("global_step*"))
+    if not has_weights:
+        raise CheckpointError(f"Checkpoint {path} holds no model or adapter weights.")
+
+
+def resolve_checkpoint(args) -> str | None:
+    """The checkpoint to resume from: 'auto' picks the newest in output_dir, a path is used as given.
+
+    A run that would silently start over on top of existing checkpoints is refused instead, so earlier work
+    is never overwritten by accident.
+    """
+    output_dir = Path(args.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    wanted = args.resume_from_checkpoint
+    if wanted is None:
+        if last is not None:
+            raise CheckpointError(
+                f"{output_dir} already holds checkpoints (latest {Path(last).name}). Set resume_from_checkpoint: "
+                "auto to continue that run, or choose a new output_dir."
+            )
+        return None
+    if wanted == "auto":
+        if last is None:
+            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting fresh", output_dir)
+            return None
+        wanted = last
+    try:
+        check_checkpoint(Path(wanted))
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err} Point resume_from_checkpoint at an earlier checkpoint, or move this one aside."
+        ) from err
+    logger.info("Resuming from %s", wanted)
+    return str(wanted)
+
+
+def load_splits(recipe: Recipe):
+    """Train and test splits of the recipe's dataset, raw (not yet formatted)."""
+    data = recipe.data
+    dataset = load_any(data.dataset_name, config=data.dataset_config)
+    for split in (data.dataset_train_split,):
+        if split not in dataset:
+            raise ValueError(
+                f"Dataset {data.dataset_name!r} has no split {split!r}; it has {sorted(dataset)}. "
+                "Set dataset_train_split."
+            )
+    train = dataset[data.dataset_train_split]
+    if data.max_train_samples is not None and data.max_train_samples < len(train):
+        train = train.shuffle(seed=recipe.trainer.seed).select(range(data.max_train_samples))
+    test = dataset.get(data.dataset_test_split)
+    splits = datasets.DatasetDict({"train": train})
+    if test is not None:
+        splits["test"] = test
+    return splits
+
+
+def _heldout(recipe: Recipe, model, tokenizer, test, metric, desc: str) -> dict[str, Any]:
+    from eval.heldout import score_heldout
+
+    r = recipe.recipe
+    return score_heldout(
+        model,
+        tokenizer,
+        test,
+        metric,
+        max_new_tokens=r.heldout_max_new_tokens,
+        batch_size=r.heldout_batch_size,
+        desc=desc,
+    )
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    """Run the recipe; returns the held-out scores (before/after) and the training metrics."""
+    args = recipe.trainer
+    method = recipe.method
+    set_seed(args.seed)
+    setup_logging(args.get_process_log_level())
+    logger.info(
+        "Method %s, model %s, data %s", method.name, recipe.model.model_name_or_path, recipe.data.dataset_name
+    )
+    checkpoint = resolve_checkpoint(args)
+
+    reward_funcs: list = []
+    needed: set[str] = set()
+    if method.kind == "grpo":
+        specs = list(args.reward_funcs) or list(method.default_rewards)
+        reward_funcs, weights = load_reward_functions(
+            specs, base_dir=recipe.base_dir, on_error=args.reward_errors
+        )
+        args.reward_weights = list(args.reward_weights or weights)
+        for fn in reward_funcs:
+            needed |= reward_required_columns(fn)
+    metric = None
+    if recipe.recipe.heldout_metric:
+        (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
+
+    raw = load_splits(recipe)
+    train_data = format_dataset(
+        datasets.DatasetDict({"train": raw["train"]}),
+        recipe.data,
+        method.kind,
+        needed,
+        what="the rewards and templates",
+    )
+    test_data = None
+    if metric is not None:
+        if "test" not in raw:
+            raise ValueError(
+                f"heldout_metric needs a {recipe.data.dataset_test_split!r} split in the dataset."
+            )
+        test = raw["test"].select(range(min(recipe.recipe.heldout_samples, len(raw["test"]))))
+        format_dataset(
+            datasets.DatasetDict({"test": test}), recipe.data, "grpo", reward_required_columns(metric)
+        )
+        test_data = format_split(test, recipe.data, "grpo")
+
+    tokenizer = load_tokenizer(recipe.model, padding_side="left" if method.kind == "grpo" else "right")
+    model = load_model(recipe.model)
+    for stage in method.data_stages:
+        train_data = stage(
+            train_data, StageContext(recipe=recipe, load_model=lambda: model, tokenizer=tokenizer)
+        )
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    run_heldout = test_data is not None and world_size == 1
+    if test_data is not None and not run_heldout:
+        logger.warning(
+            "Held-out check skipped with %d processes; evaluate the saved model separately.", world_size
+        )
+    results: dict[str, Any] = {}
+    if run_heldout and checkpoint is None:
+        results["before"] = _heldout(recipe, model, tokenizer, test_data, metric, "Held-out check (before)")
+
+    kwargs = dict(
+        model=model,
+        args=args,
+        train_dataset=train_data["train"],
+        processing_class=tokenizer,
+        peft_config=peft_config(recipe.model),
+    )
+    if method.kind == "grpo":
+        kwargs["reward_funcs"] = reward_funcs
+    trainer = method.trainer_class(**kwargs)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(args.output_dir)
+    results["train"] = {k: v for k, v in train_result.metrics.items() if isinstance(v, (int, float))}
+
+    if run_heldout:
+        results["after"] = _heldout(
+            recipe, trainer.model, tokenizer, test_data, metric, "Held-out check (after)"
+        )
+    if trainer.accelerator.is_main_process:
+        Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if "after" in results:
+            before = results.get("before", {}).get("mean", float("nan"))
+            after = results["after"]["mean"]
+            logger.info(
+                "Held-out %s on %d test prompts: before %.3f -> after %.3f",
+                results["after"]["metric"],
+                results["after"]["samples"],
+                before,
+                after,
+            )
+    return results

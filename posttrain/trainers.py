@@ -1,0 +1,95 @@
+"""The trainer layer: TRL's GRPO and SFT trainers with the few hooks every posttrain method shares.
+
+- GRPO writes every completion, with its per-reward scores, to ``<output_dir>/completions/*.jsonl`` whatever
+  tracker ``report_to`` names, and logs how many samples each reward failed to score.
+- SFT is TRL's trainer as is; a method with its own loss subclasses it and overrides ``compute_loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from accelerate.utils import gather_object
+from trl import GRPOTrainer, SFTTrainer
+
+from rewards.registry import pop_error_counts
+
+logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class CompletionLog:
+    """Appends one JSON line per completion; flushed every batch so a crash loses at most one batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        with self.path.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+
+
+class PosttrainGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that logs completions locally and counts reward failures."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.completion_log: CompletionLog | None = None
+        if getattr(self.args, "completions_jsonl", True) and self.accelerator.is_main_process:
+            self.completion_log = CompletionLog(
+                Path(self.args.output_dir) / "completions" / "completions.jsonl"
+            )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        mode = "train" if self.model.training else "eval"
+        for name, count in pop_error_counts().items():
+            self._metrics[mode][f"rewards/{name}/errors"].append(float(count))
+        if getattr(self.args, "completions_jsonl", True):
+            self._write_completions(inputs, prompts, completions, rewards_per_func, mode)
+        return rewards_per_func
+
+    def _write_completions(self, inputs, prompts, completions, rewards_per_func, mode: str) -> None:
+        # Small scalar columns (gold answers, labels) make the log self-explaining; large ones stay out.
+        columns = [
+            k
+            for k, v in inputs[0].items()
+            if k not in ("prompt", "completion", "completion_ids") and isinstance(v, (str, int, float, bool))
+        ]
+        local = [
+            {"prompt": p, "completion": c, **{k: row[k] for k in columns}}
+            for p, c, row in zip(prompts, completions, inputs, strict=True)
+        ]
+        rows = gather_object(local)  # collective: every rank must call it
+        if self.completion_log is None:
+            return
+        weights = self.reward_weights.tolist()
+        scores = rewards_per_func.tolist()
+        for row, per_func in zip(rows, scores, strict=True):
+            row["rewards"] = dict(zip(self.reward_func_names, per_func, strict=True))
+            valid = [w * s for w, s in zip(weights, per_func, strict=True) if not math.isnan(s)]
+            row["reward"] = sum(valid) if valid else None
+            row["step"] = self.state.global_step
+            row["mode"] = mode
+        self.completion_log.write(rows)
+
+
+class PosttrainSFTTrainer(SFTTrainer):
+    """SFTTrainer; methods with their own loss subclass it and override ``compute_loss``."""

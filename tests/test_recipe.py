@@ -1,0 +1,241 @@
+"""Recipe parsing and validation: every shipped recipe parses, and bad recipes fail early with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posttrain.recipe import RecipeError, load_recipe
+from posttrain.train import CheckpointError, check_checkpoint, resolve_checkpoint
+
+REPO = Path(__file__).parent.parent
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+
+GRPO_BASE = {
+    "method": "grpo",
+    "model_name_or_path": "smollm2-135m-instruct",
+    "dataset_name": "gsm_symbolic",
+    "prompt_template": "{question}",
+    "reward_funcs": ["numeric_answer"],
+    "loss_type": "grpo",
+    "beta": 0.04,
+    "scale_rewards": "group",
+    "num_generations": 4,
+    "per_device_train_batch_size": 4,
+    "use_cpu": True,
+    "report_to": "none",
+}
+
+
+def cpu_overrides(path: Path) -> list[str]:
+    """GPU-sized recipes ask for bf16 on GPUs; on a CPU-only machine validate everything else on the CPU."""
+    import torch
+
+    config = yaml.safe_load(path.read_text())
+    return ["--use_cpu", "true"] if config.get("bf16") and not torch.cuda.is_available() else []
+
+
+def write(tmp_path: Path, config: dict, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(REPO / "recipes")) for p in RECIPES])
+def test_every_shipped_recipe_parses_and_validates(path):
+    recipe = load_recipe(path, cpu_overrides(path))
+    assert recipe.data.dataset_name
+    assert recipe.model.model_name_or_path
+    if recipe.method.kind == "grpo":
+        assert recipe.trainer.reward_weights is not None
+        assert len(recipe.trainer.reward_weights) == len(recipe.trainer.reward_funcs)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(REPO / "recipes")) for p in RECIPES])
+def test_every_shipped_recipe_matches_its_dataset_columns(path, offline_cache):
+    from posttrain.cli import main
+
+    recipe = load_recipe(path, cpu_overrides(path))
+    if recipe.data.dataset_name.startswith(("/", ".")) or "/" in recipe.data.dataset_name:
+        pytest.skip("user dataset path; checked where the data lives")
+    assert main(["validate", str(path), *cpu_overrides(path)]) == 0
+
+
+def test_cli_override_wins_over_yaml(tmp_path):
+    recipe = load_recipe(write(tmp_path, GRPO_BASE), ["--learning_rate", "3e-6", "--beta", "0.0"])
+    assert recipe.trainer.learning_rate == pytest.approx(3e-6)
+    assert recipe.trainer.beta == 0.0
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    recipe = load_recipe(write(tmp_path, {**GRPO_BASE, "learning_rate": "1e-6"}))
+    assert recipe.trainer.learning_rate == pytest.approx(1e-6)
+
+
+def test_nested_sections_parse_like_flat(tmp_path):
+    nested = {
+        "model": {"model_name_or_path": "smollm2-135m-instruct"},
+        "data": {"dataset_name": "gsm_symbolic", "prompt_template": "{question}"},
+        "trainer": {k: v for k, v in GRPO_BASE.items() if k not in ("model_name_or_path", "dataset_name")},
+    }
+    del nested["trainer"]["prompt_template"]
+    recipe = load_recipe(write(tmp_path, nested))
+    assert recipe.trainer.num_generations == 4
+    assert recipe.data.prompt_template == "{question}"
+
+
+def test_unknown_yaml_key_suggests_nearest(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown key 'learning_rat'.*did you mean 'learning_rate'"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "learning_rat": 1e-6}))
+
+
+def test_unknown_cli_flag_suggests_nearest(tmp_path):
+    with pytest.raises(RecipeError, match=r"'num_generation'.*'num_generations'"):
+        load_recipe(write(tmp_path, GRPO_BASE), ["--num_generation", "8"])
+
+
+def test_broken_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("method: grpo\nreward_funcs: [numeric_answer\n")
+    with pytest.raises(RecipeError, match="broken.yaml is not valid YAML"):
+        load_recipe(path)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="must hold a YAML mapping"):
+        load_recipe(path)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_unknown_method_suggests_nearest(tmp_path):
+    with pytest.raises(RecipeError, match=r"Unknown method 'grop'.*'grpo'"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "method": "grop"}))
+
+
+@pytest.mark.parametrize("field", ["loss_type", "beta", "scale_rewards", "num_generations"])
+def test_grpo_requires_explicit_settings(tmp_path, field):
+    config = dict(GRPO_BASE)
+    del config[field]
+    if field == "num_generations":  # TRL's default (8) must also divide the batch to reach our check
+        config["per_device_train_batch_size"] = 8
+    with pytest.raises(RecipeError, match=rf"must set {field} explicitly"):
+        load_recipe(write(tmp_path, config))
+
+
+def test_explicit_setting_on_the_command_line_counts(tmp_path):
+    config = dict(GRPO_BASE)
+    del config["beta"]
+    assert load_recipe(write(tmp_path, config), ["--beta", "0.0"]).trainer.beta == 0.0
+
+
+def test_batch_not_divisible_by_num_generations(tmp_path):
+    with pytest.raises(RecipeError, match=r"divisible by num_generations"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "per_device_train_batch_size": 6}))
+
+
+def test_grpo_needs_a_reward(tmp_path):
+    with pytest.raises(RecipeError, match="reward_funcs is empty"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "reward_funcs": []}))
+
+
+def test_unknown_reward_is_reported_before_anything_loads(tmp_path):
+    with pytest.raises(RecipeError, match="numeric_answr"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "reward_funcs": ["numeric_answr"]}))
+
+
+def test_reward_weights_from_specs_and_conflicts(tmp_path):
+    specs = ["numeric_answer", {"name": "numeric_answer_format", "weight": 0.5}]
+    recipe = load_recipe(write(tmp_path, {**GRPO_BASE, "reward_funcs": specs}))
+    assert recipe.trainer.reward_weights == [1.0, 0.5]
+    with pytest.raises(RecipeError, match="not both"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "reward_funcs": specs, "reward_weights": [1.0, 1.0]}))
+    with pytest.raises(RecipeError, match="2 entries for 1 reward_funcs"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "reward_weights": [1.0, 1.0]}))
+
+
+def test_reward_errors_value_is_checked(tmp_path):
+    with pytest.raises(RecipeError, match="reward_errors must be"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "reward_errors": "ignore"}))
+
+
+def test_qlora_requires_peft(tmp_path):
+    with pytest.raises(RecipeError, match="load_in_4bit"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "load_in_4bit": True}))
+
+
+def test_missing_dataset_and_model(tmp_path):
+    config = {k: v for k, v in GRPO_BASE.items() if k not in ("dataset_name", "model_name_or_path")}
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, config))
+    assert "dataset_name is required" in str(err.value)
+    assert "model_name_or_path is required" in str(err.value)
+
+
+def test_resume_path_must_exist(tmp_path):
+    with pytest.raises(RecipeError, match="resume_from_checkpoint"):
+        load_recipe(write(tmp_path, {**GRPO_BASE, "resume_from_checkpoint": str(tmp_path / "missing")}))
+
+
+def test_missing_dataset_column_is_named(tmp_path, offline_cache):
+    from posttrain.cli import main
+    from posttrain.data import load_registered
+
+    columns = load_registered("gsm_symbolic")["train"].column_names
+    path = write(tmp_path, {**GRPO_BASE, "prompt_template": "{problem}"})
+    with pytest.raises(ValueError, match=rf"missing column.*'problem'.*{columns[0]}"):
+        main(["validate", str(path)])
+
+
+class _Args:
+    def __init__(self, output_dir, resume):
+        self.output_dir = str(output_dir)
+        self.resume_from_checkpoint = resume
+
+
+def _fake_checkpoint(path: Path, weights: bool = True, state: str | None = "{}") -> Path:
+    path.mkdir(parents=True)
+    if state is not None:
+        (path / "trainer_state.json").write_text(state)
+    if weights:
+        (path / "model.safetensors").write_bytes(b"x")
+    return path
+
+
+def test_resolve_checkpoint_auto_picks_latest(tmp_path):
+    _fake_checkpoint(tmp_path / "checkpoint-5")
+    _fake_checkpoint(tmp_path / "checkpoint-10")
+    assert resolve_checkpoint(_Args(tmp_path, "auto")).endswith("checkpoint-10")
+    assert resolve_checkpoint(_Args(tmp_path / "fresh", "auto")) is None
+
+
+def test_existing_checkpoints_are_never_silently_overwritten(tmp_path):
+    _fake_checkpoint(tmp_path / "checkpoint-5")
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        resolve_checkpoint(_Args(tmp_path, None))
+
+
+@pytest.mark.parametrize(
+    "weights,state,message",
+    [
+        (True, None, "no trainer_state.json"),
+        (True, "{not json", "corrupt"),
+        (False, "{}", "no model or adapter"),
+    ],
+)
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path, weights, state, message):
+    ckpt = _fake_checkpoint(tmp_path / "checkpoint-3", weights=weights, state=state)
+    with pytest.raises(CheckpointError, match=message):
+        check_checkpoint(ckpt)
+    if state is not None:
+        (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(state)
+    with pytest.raises(CheckpointError, match="earlier checkpoint"):
+        resolve_checkpoint(_Args(tmp_path, "auto"))
+    assert ckpt.exists()

@@ -1,0 +1,175 @@
+"""End-to-end runs of `posttrain train` on a tiny random model and the real (fixture) data: GRPO and SFT,
+resume from a checkpoint, the completion log, reward failures, and GRPO under DeepSpeed ZeRO-3 with 2 CPU
+processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posttrain.cli import main
+from rewards.contract import RewardContractError
+
+REPO = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def grpo_config(model: Path, output_dir: Path, **overrides) -> dict:
+    config = {
+        "method": "grpo",
+        "model_name_or_path": str(model),
+        "dataset_name": "gsm_symbolic",
+        "prompt_template": "{question}",
+        "max_train_samples": 16,
+        "heldout_metric": "numeric_answer",
+        "heldout_samples": 4,
+        "heldout_max_new_tokens": 8,
+        "reward_funcs": ["numeric_answer", {"name": "numeric_answer_format", "weight": 0.2}],
+        "loss_type": "grpo",
+        "beta": 0.0,
+        "scale_rewards": "group",
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "max_completion_length": 8,
+        "max_steps": 2,
+        "save_steps": 1,
+        "logging_steps": 1,
+        "output_dir": str(output_dir),
+        "use_cpu": True,
+        "report_to": "none",
+        "resume_from_checkpoint": "auto",
+        "seed": 0,
+    }
+    config.update(overrides)
+    return config
+
+
+def write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def trainer_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+@pytest.mark.slow
+def test_grpo_end_to_end_writes_completions_and_heldout(tiny_model, offline_cache, tmp_path):
+    out = tmp_path / "out"
+    recipe = write(tmp_path / "grpo.yaml", grpo_config(tiny_model, out))
+    assert main(["train", str(recipe)]) == 0
+
+    rows = read_jsonl(out / "completions" / "completions.jsonl")
+    assert len(rows) == 2 * 4  # 2 steps x (1 prompt x 4 generations)
+    assert set(rows[0]["rewards"]) == {"numeric_answer", "numeric_answer_format"}
+    assert rows[0]["answer"]  # the gold column travels with each completion
+    assert {r["step"] for r in rows} == {0, 1}
+    results = json.loads((out / "results.json").read_text())
+    assert results["before"]["samples"] == results["after"]["samples"] == 4
+    assert (out / "checkpoint-2" / "trainer_state.json").exists()
+    assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_grpo_resume_continues_from_last_checkpoint(tiny_model, offline_cache, tmp_path):
+    out = tmp_path / "out"
+    recipe = write(tmp_path / "grpo.yaml", grpo_config(tiny_model, out, heldout_metric=None))
+    assert main(["train", str(recipe)]) == 0
+    assert trainer_state(out / "checkpoint-2")["global_step"] == 2
+
+    assert main(["train", str(recipe), "--max_steps", "3"]) == 0
+    state = trainer_state(out / "checkpoint-3")
+    assert state["global_step"] == 3
+    # The resumed run trained one new step only: its log holds exactly one more training step entry.
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+    steps = [r["step"] for r in read_jsonl(out / "completions" / "completions.jsonl")]
+    assert steps.count(2) == 4 and max(steps) == 2
+
+
+@pytest.mark.slow
+def test_reward_failures_raise_or_are_counted(tiny_model, offline_cache, tmp_path):
+    plugin = f"{FIXTURES / 'plugin_rewards.py'}:always_raises"
+    config = grpo_config(tiny_model, tmp_path / "raise", heldout_metric=None, max_steps=1)
+    config["reward_funcs"] = ["numeric_answer", plugin]
+    with pytest.raises(RewardContractError, match="always_raises"):
+        main(["train", str(write(tmp_path / "raise.yaml", config))])
+
+    config = {**config, "output_dir": str(tmp_path / "none"), "reward_errors": "none"}
+    assert main(["train", str(write(tmp_path / "none.yaml", config))]) == 0
+    state = trainer_state(tmp_path / "none" / "checkpoint-1")
+    logged = [e for e in state["log_history"] if "rewards/always_raises/errors" in e]
+    assert logged and logged[0]["rewards/always_raises/errors"] == 4.0
+    rows = read_jsonl(tmp_path / "none" / "completions" / "completions.jsonl")
+    assert all(r["rewards"]["always_raises"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_sft_end_to_end_with_lora(tiny_model, offline_cache, tmp_path):
+    out = tmp_path / "sft"
+    config = {
+        "method": "sft",
+        "model_name_or_path": str(tiny_model),
+        "dataset_name": "intent_recognition",
+        "prompt_template": "Intent of: {text}",
+        "completion_template": "{label}",
+        "heldout_metric": "cls_equality",
+        "heldout_samples": 4,
+        "heldout_max_new_tokens": 4,
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_steps": 3,
+        "output_dir": str(out),
+        "use_cpu": True,
+        "report_to": "none",
+    }
+    assert main(["train", str(write(tmp_path / "sft.yaml", config))]) == 0
+    state = trainer_state(out / "checkpoint-3")
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)
+    assert (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / "results.json").read_text())["after"]["metric"] == "cls_equality"
+
+
+@pytest.mark.slow
+def test_grpo_under_accelerate_deepspeed_zero3_two_cpu_processes(tiny_model, offline_cache, tmp_path):
+    out = tmp_path / "zero3"
+    recipe = write(
+        tmp_path / "zero3.yaml",
+        grpo_config(tiny_model, out, heldout_metric=None, per_device_train_batch_size=2, max_steps=2),
+    )
+    env = {**os.environ, "POSTTRAIN_CACHE": str(offline_cache)}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu_zero3.yaml"),
+        "--main_process_port",
+        "29517",
+        "-m",
+        "posttrain",
+        "train",
+        str(recipe),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = read_jsonl(out / "completions" / "completions.jsonl")
+    # 2 steps x 2 processes x 2 completions each, gathered on the main process.
+    assert len(rows) == 8
+    assert trainer_state(out / "checkpoint-2")["global_step"] == 2
