@@ -28,7 +28,10 @@ class RecipeArguments:
         },
     )
     heldout_samples: int = field(
-        default=64, metadata={"help": "Number of test-split prompts scored by the held-out check."}
+        default=64,
+        metadata={
+            "help": "Number of test-split prompts scored by the held-out check (a fixed, seeded subset)."
+        },
     )
     heldout_max_new_tokens: int = field(
         default=64, metadata={"help": "Maximum new tokens per greedy completion in the held-out check."}

@@ -22,6 +22,7 @@ from posttrain.data import load_any
 from posttrain.formatting import format_dataset, format_split
 from posttrain.methods import StageContext
 from posttrain.models import load_model, load_tokenizer, peft_config
+from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
 from rewards.registry import load_reward_functions, reward_required_columns
 
@@ -39,14 +40,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed from; nothing is deleted, the message says what to do."""
 
 
-def setup_logging(level: int) -> None:
+def setup_logging(args) -> None:
+    """Libraries log at TRL's per-process level; posttrain's own progress shows on the main process."""
+    level = args.get_process_log_level()
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         level=level,
         stream=sys.stdout,
     )
-    logger.setLevel(level)
+    logging.getLogger("posttrain").setLevel(logging.INFO if args.process_index == 0 else level)
+    logging.getLogger("eval").setLevel(logging.INFO if args.process_index == 0 else level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
@@ -136,7 +140,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     args = recipe.trainer
     method = recipe.method
     set_seed(args.seed)
-    setup_logging(args.get_process_log_level())
+    setup_logging(args)
     logger.info(
         "Method %s, model %s, data %s", method.name, recipe.model.model_name_or_path, recipe.data.dataset_name
     )
@@ -170,7 +174,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
             raise ValueError(
                 f"heldout_metric needs a {recipe.data.dataset_test_split!r} split in the dataset."
             )
-        test = raw["test"].select(range(min(recipe.recipe.heldout_samples, len(raw["test"]))))
+        # A fixed shuffle: test files are often ordered by class, and every run must score the same rows.
+        test = raw["test"].shuffle(seed=0).select(range(min(recipe.recipe.heldout_samples, len(raw["test"]))))
         format_dataset(
             datasets.DatasetDict({"test": test}), recipe.data, "grpo", reward_required_columns(metric)
         )
@@ -208,6 +213,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(args.output_dir)
     results["train"] = {k: v for k, v in train_result.metrics.items() if isinstance(v, (int, float))}
+    results["log_history"] = trainer.state.log_history
 
     if run_heldout:
         results["after"] = _heldout(
@@ -215,6 +221,11 @@ def train(recipe: Recipe) -> dict[str, Any]:
         )
     if trainer.accelerator.is_main_process:
         Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
+        plot_training_curves(
+            results["log_history"],
+            Path(args.output_dir, "training_curves.png"),
+            title=f"{method.name}: {args.output_dir}",
+        )
         if "after" in results:
             before = results.get("before", {}).get("mean", float("nan"))
             after = results["after"]["mean"]

@@ -173,3 +173,60 @@ def test_grpo_under_accelerate_deepspeed_zero3_two_cpu_processes(tiny_model, off
     # 2 steps x 2 processes x 2 completions each, gathered on the main process.
     assert len(rows) == 8
     assert trainer_state(out / "checkpoint-2")["global_step"] == 2
+
+
+def test_qlora_loads_4bit_linear_layers(tiny_model):
+    import bitsandbytes as bnb
+
+    from posttrain.configs import ModelConfig
+    from posttrain.models import load_model
+
+    model = load_model(ModelConfig(model_name_or_path=str(tiny_model), load_in_4bit=True, use_peft=True))
+    quantized = [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
+    assert "model.layers.0.self_attn.q_proj" in quantized
+
+
+@pytest.mark.slow
+def test_qlora_sft_trains_adapters(tiny_model, offline_cache, tmp_path):
+    out = tmp_path / "qlora"
+    config = {
+        "method": "sft",
+        "model_name_or_path": str(tiny_model),
+        "dataset_name": "intent_recognition",
+        "prompt_template": "Intent of: {text}",
+        "completion_template": "{label}",
+        "use_peft": True,
+        "load_in_4bit": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "output_dir": str(out),
+        "use_cpu": True,
+        "report_to": "none",
+    }
+    assert main(["train", str(write(tmp_path / "qlora.yaml", config))]) == 0
+    assert (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The real SmolLM2-135M-Instruct checkpoint, converted once into the user's cache."""
+    from posttrain.models import ensure_embedded_model
+
+    return ensure_embedded_model("smollm2-135m-instruct")
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_runs_on_the_embedded_model(embedded_model, offline_cache, tmp_path):
+    out = tmp_path / "quickstart"
+    overrides = ["--model_name_or_path", str(embedded_model), "--output_dir", str(out), "--max_steps", "2"]
+    overrides += ["--max_train_samples", "16", "--heldout_samples", "8", "--save_steps", "2"]
+    assert main(["train", str(REPO / "recipes/quickstart/sft_intent_cpu.yaml"), *overrides]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["before"]["samples"] == results["after"]["samples"] == 8
+    assert 0.0 <= results["after"]["mean"] <= 1.0
+    assert (out / "training_curves.png").stat().st_size > 0
