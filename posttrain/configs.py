@@ -106,6 +106,34 @@ class GRPORecipeConfig(GRPOConfig):
         default=True,
         metadata={"help": "Write every completion with its per-reward scores to <output_dir>/completions/."},
     )
+    rollout: str = field(
+        default="hf",
+        metadata={
+            "help": "Who generates the completions: 'hf' (the policy's own generate), 'vllm_colocate' (a vLLM "
+            "engine in each training process, synced after every optimizer step) or 'vllm_server' (a separate "
+            "rollout server at vllm_server_host:vllm_server_port). Sets TRL's use_vllm and vllm_mode."
+        },
+    )
+    rollout_memory_share: float = field(
+        default=0.3,
+        metadata={
+            "help": "Share of device memory (0-1] the vLLM engine may take: of GPU memory on GPUs, of system RAM "
+            "for the KV cache on CPUs (overridden by VLLM_CPU_KVCACHE_SPACE in GiB if set)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.rollout not in ("hf", "vllm_colocate", "vllm_server"):
+            raise ValueError(f"rollout must be 'hf', 'vllm_colocate' or 'vllm_server', got {self.rollout!r}.")
+        if self.use_vllm and self.rollout == "hf":
+            raise ValueError("Set rollout: vllm_colocate or vllm_server instead of use_vllm.")
+        if not 0.0 < self.rollout_memory_share <= 1.0:
+            raise ValueError(f"rollout_memory_share must be in (0, 1], got {self.rollout_memory_share}.")
+        if self.rollout != "hf":
+            self.use_vllm = True
+            self.vllm_mode = self.rollout.removeprefix("vllm_")
+            self.vllm_gpu_memory_utilization = self.rollout_memory_share
+        super().__post_init__()
 
 
 @dataclass

