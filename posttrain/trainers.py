@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from accelerate.utils import gather_object
 from trl import GRPOTrainer, SFTTrainer
 
-from posttrain.rollout import configure_cpu_engine, enable_cpu_weight_sync, on_cpu
+from posttrain.rollout import configure_cpu_engine, cpu_server_client, enable_cpu_weight_sync, on_cpu
 from rewards.registry import pop_error_counts
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class PosttrainGRPOTrainer(GRPOTrainer):
         cpu_colocate = (
             training_args.use_vllm and training_args.vllm_mode == "colocate" and on_cpu(training_args)
         )
+        cpu_server = training_args.use_vllm and training_args.vllm_mode == "server" and on_cpu(training_args)
         if cpu_colocate:
             configure_cpu_engine(training_args.rollout_memory_share)
-        super().__init__(*args, **kwargs)
+        with cpu_server_client() if cpu_server else nullcontext():
+            super().__init__(*args, **kwargs)
         if cpu_colocate:
             enable_cpu_weight_sync(self.vllm_generation)
         self.completion_log: CompletionLog | None = None

@@ -1,0 +1,114 @@
+"""vLLM rollout server on loopback: started by `posttrain serve`, its weights follow the trainer's through
+the file + reload_weights sync, and GRPO runs end to end against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import torch
+
+from posttrain.cli import main
+from tests.test_rollout import hf_completion_logprob
+from tests.test_train_e2e import grpo_config, read_jsonl, write
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rollout_server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "posttrain",
+        "serve",
+        str(tiny_model),
+        "--port",
+        str(port),
+        "--max-model-len",
+        "512",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if requests.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"rollout server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(2)
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def server_completion_logprob(base_url: str, model: str, ids: list[int], prompt_len: int) -> float:
+    payload = {"model": model, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0}
+    choice = requests.post(f"{base_url}/v1/completions", json=payload, timeout=60).json()["choices"][0]
+    return sum(next(iter(d.values()))["logprob"] for d in choice["prompt_logprobs"][prompt_len:])
+
+
+def test_server_weight_sync_follows_an_optimizer_step(rollout_server, tiny_model, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.rollout import file_sync_client_class
+
+    monkeypatch.setenv("POSTTRAIN_ROLLOUT_SYNC_DIR", str(tmp_path))
+    client = file_sync_client_class()(base_url=f"http://127.0.0.1:{rollout_server}", connection_timeout=10)
+    client.init_communicator()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    prompt = tokenizer("What is 12+7?")["input_ids"]
+    ids = prompt + tokenizer(" 12 + 7 = 19.")["input_ids"]
+
+    hf_before = hf_completion_logprob(model, ids, len(prompt))
+    assert server_completion_logprob(client.base_url, client.model, ids, len(prompt)) == pytest.approx(
+        hf_before, abs=0.05
+    )
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(
+        torch.tensor([ids]), labels=torch.tensor([[-100] * len(prompt) + ids[len(prompt) :]])
+    ).loss.backward()
+    optimizer.step()
+    hf_after = hf_completion_logprob(model, ids, len(prompt))
+    assert hf_after > hf_before + 5.0
+
+    client.update_named_params(None, ((n, p.detach()) for n, p in model.named_parameters()))
+    client.reset_prefix_cache()
+    synced = server_completion_logprob(client.base_url, client.model, ids, len(prompt))
+    assert synced == pytest.approx(hf_after, abs=0.05 + 0.01 * abs(hf_after))
+    assert abs(synced - hf_before) > 5.0
+
+
+def test_grpo_with_vllm_server_on_loopback(rollout_server, tiny_model, offline_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_ROLLOUT_SYNC_DIR", str(tmp_path / "sync"))
+    out = tmp_path / "out"
+    config = grpo_config(tiny_model, out, heldout_metric=None, rollout="vllm_server")
+    config.update(vllm_server_host="127.0.0.1", vllm_server_port=rollout_server)
+    assert main(["train", str(write(tmp_path / "grpo.yaml", config))]) == 0
+    assert len(read_jsonl(out / "completions" / "completions.jsonl")) == 8
+    assert list((tmp_path / "sync").rglob("model.safetensors"))  # the trainer pushed its weights
