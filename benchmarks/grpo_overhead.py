@@ -108,15 +108,21 @@ def main() -> None:
 
     model_path = resolve_model_path(args.model)
     times: dict[str, list[float]] = {"bare TRL": [], "posttrain": []}
+    # Same seed, same prompts: step i of one side generates what step i of the other does, so pair them.
+    paired: list[float] = []
     started = time.perf_counter()
     for repeat in range(args.repeats):
         # Alternate the order so drift on a shared machine hits both sides alike.
         order = [("bare TRL", run_bare_trl), ("posttrain", run_posttrain)]
+        measured = {}
         for name, run in order if repeat % 2 == 0 else reversed(order):
             with tempfile.TemporaryDirectory() as tmp:
-                measured = run(model_path, args.steps, Path(tmp))
-            times[name].extend(measured[1:])  # the first step warms caches and allocators
-            logger.info("%s repeat %d: %s s/step", name, repeat, [round(t, 2) for t in measured])
+                measured[name] = run(model_path, args.steps, Path(tmp))[1:]  # first step warms caches
+            times[name].extend(measured[name])
+            logger.info("%s repeat %d: %s s/step", name, repeat, [round(t, 2) for t in measured[name]])
+        paired += [
+            ours / bare for ours, bare in zip(measured["posttrain"], measured["bare TRL"], strict=True)
+        ]
 
     bare, ours = statistics.mean(times["bare TRL"]), statistics.mean(times["posttrain"])
     lines = [
@@ -128,7 +134,13 @@ def main() -> None:
         lines.append(
             f"{name:<12}{statistics.mean(values):>14.2f}{statistics.median(values):>10.2f}{len(values):>8}"
         )
-    lines.append(f"ratio posttrain / bare TRL: {ours / bare:.3f} (overhead {100 * (ours / bare - 1):+.1f}%)")
+    lines.append(
+        f"ratio of means posttrain / bare TRL: {ours / bare:.3f} (overhead {100 * (ours / bare - 1):+.1f}%)"
+    )
+    lines.append(
+        f"median of paired per-step ratios: {statistics.median(paired):.3f} "
+        f"(overhead {100 * (statistics.median(paired) - 1):+.1f}%, {len(paired)} pairs)"
+    )
     logger.info("\n%s", "\n".join(lines))
 
 

@@ -57,6 +57,21 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
+    from pathlib import Path
+
+    from eval.runner import EvalArguments, run_eval
+    from posttrain.configs import DataArguments
+    from posttrain.recipe import parse_dataclasses, read_yaml
+
+    path = Path(args.config) if args.config else None
+    config = read_yaml(path) if path else {}
+    where = str(path) if path else "the command line"
+    eval_args, data_args = parse_dataclasses(config, overrides, (EvalArguments, DataArguments), where)
+    run_eval(eval_args, data_args, base_dir=path.parent if path else None)
+    return 0
+
+
 def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     import os
 
@@ -66,7 +81,9 @@ def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     from posttrain.rollout import serve_command
 
     gpu = torch.cuda.is_available()
-    env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")  # exposes /collective_rpc and /server_info to the trainer
+    env = dict(
+        os.environ, VLLM_SERVER_DEV_MODE="1"
+    )  # exposes /collective_rpc and /server_info to the trainer
     extra = list(overrides)
     if gpu:
         extra += ["--gpu-memory-utilization", str(args.memory_share)]
@@ -109,11 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--no-data", dest="with_data", action="store_false", help="Skip loading the dataset.")
     p.set_defaults(func=_validate)
-    p = sub.add_parser("serve", help="Run a vLLM rollout server; extra arguments go to the vLLM OpenAI server.")
+    p = sub.add_parser("eval", help="Evaluate models in bulk; any eval field can follow as --field value.")
+    p.add_argument("config", nargs="?", help="Evaluation YAML (optional: fields may all come as flags).")
+    p.set_defaults(func=_eval)
+    p = sub.add_parser(
+        "serve", help="Run a vLLM rollout server; extra arguments go to the vLLM OpenAI server."
+    )
     p.add_argument("model", help="Embedded name, local checkpoint or hub id (the recipe's model).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--memory-share", type=float, default=0.3, help="GPU memory share, or RAM share for the CPU KV cache.")
+    p.add_argument(
+        "--memory-share", type=float, default=0.3, help="GPU memory share, or RAM share for the CPU KV cache."
+    )
     p.set_defaults(func=_serve)
     p = sub.add_parser("prepare", help="Build offline caches: the embedded model and registered datasets.")
     p.add_argument("--model", action="append", help="Embedded model name (repeatable).")
@@ -128,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
-    args, overrides = parser.parse_known_args(argv)
-    if args.command not in ("train", "validate", "serve") and overrides:
+    if argv[:1] == ["eval"]:
+        # Every eval field is a flag, so only a first argument that is not a flag can be the YAML file.
+        has_config = len(argv) > 1 and not argv[1].startswith("-")
+        args = argparse.Namespace(command="eval", config=argv[1] if has_config else None, func=_eval)
+        overrides = argv[2:] if has_config else argv[1:]
+    else:
+        args, overrides = parser.parse_known_args(argv)
+    if args.command not in ("train", "validate", "serve", "eval") and overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

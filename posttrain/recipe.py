@@ -44,7 +44,7 @@ class Recipe:
         return self.path.parent if self.path is not None else Path.cwd()
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
     try:
@@ -89,33 +89,22 @@ def _peek_method(config: dict[str, Any], args: list[str]) -> str:
     return str(config.get("method", "grpo"))
 
 
-def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
-    """Parse a recipe YAML (or only command-line fields when ``path`` is None) and validate it."""
-    overrides = list(overrides or [])
-    recipe_path = Path(path) if path is not None else None
-    config = _read_yaml(recipe_path) if recipe_path is not None else {}
-    where = str(recipe_path) if recipe_path is not None else "the command line"
-
-    for key, value in (config.pop("env", None) or {}).items():
-        os.environ[str(key)] = str(value)
-
-    try:
-        method = get_method(_peek_method(config, overrides))
-    except ValueError as err:
-        raise RecipeError(f"{where}: {err}") from err
-    types = (RecipeArguments, ModelConfig, DataArguments, method.config_class)
+def parse_dataclasses(
+    config: dict[str, Any], overrides: list[str], types: tuple[type, ...], where: str
+) -> list:
+    """Fill ``types`` from YAML values overridden by ``--field value`` flags; unknown keys get suggestions."""
     known: set[str] = set()
     for cls in types:
         names = {f.name for f in dataclasses.fields(cls)}
         clash = known & names
-        if clash:  # a programming error in a method's config, not a user error
-            raise TypeError(f"{cls.__name__} redefines field(s) {sorted(clash)} of another recipe section.")
+        if clash:  # a programming error in a config class, not a user error
+            raise TypeError(f"{cls.__name__} redefines field(s) {sorted(clash)} of another section.")
         known |= names
 
     errors = _unknown_key_errors(list(config), known, where)
     errors += _unknown_key_errors(_cli_keys(overrides), known, "the command-line overrides")
     if errors:
-        raise RecipeError("Recipe has unknown keys:\n  " + "\n  ".join(errors))
+        raise RecipeError(f"{where} has unknown keys:\n  " + "\n  ".join(errors))
 
     parser = HfArgumentParser(types)
     for action in parser._actions:
@@ -130,7 +119,25 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         raise RecipeError(f"{where}: {err}") from err
     if remaining:
         raise RecipeError(f"Unexpected command-line arguments: {remaining}")
+    return parsed
 
+
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
+    """Parse a recipe YAML (or only command-line fields when ``path`` is None) and validate it."""
+    overrides = list(overrides or [])
+    recipe_path = Path(path) if path is not None else None
+    config = read_yaml(recipe_path) if recipe_path is not None else {}
+    where = str(recipe_path) if recipe_path is not None else "the command line"
+
+    for key, value in (config.pop("env", None) or {}).items():
+        os.environ[str(key)] = str(value)
+
+    try:
+        method = get_method(_peek_method(config, overrides))
+    except ValueError as err:
+        raise RecipeError(f"{where}: {err}") from err
+    types = (RecipeArguments, ModelConfig, DataArguments, method.config_class)
+    parsed = parse_dataclasses(config, overrides, types, where)
     recipe_args, model_args, data_args, trainer_args = parsed
     recipe = Recipe(
         method=method,

@@ -1,0 +1,134 @@
+"""Evaluation figures: the reliability diagram ConfTuner reports ("ConfTuner: Training Large Language Models
+to Express Their Confidence Verbally") and grouped bars that compare models metric by metric.
+
+Both draw with matplotlib's Agg backend, so they work on machines without a display.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from eval.calibration import ece_from_bins, reliability_bins
+
+logger = logging.getLogger(__name__)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reliability_diagram(
+    data: Sequence[Mapping[str, Any]] | tuple[Sequence[float], Sequence[bool | float]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, bin counts below it.
+
+    ``data`` is either the output of ``reliability_bins`` or a ``(conf, correct)`` pair, binned here into 10
+    equal-width bins. The ECE goes in the title.
+    """
+    if isinstance(data, tuple):
+        conf, correct = data
+        bins = reliability_bins(conf, correct)
+    else:
+        bins = list(data)
+    ece = ece_from_bins(bins)
+    filled = [b for b in bins if b["count"]]
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.2, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    lefts = [b["lo"] for b in filled]
+    widths = [b["hi"] - b["lo"] for b in filled]
+    top.bar(
+        lefts,
+        [b["accuracy"] for b in filled],
+        width=widths,
+        align="edge",
+        edgecolor="black",
+        linewidth=0.6,
+        label="accuracy",
+    )
+    # The gap between each bin's mean confidence and its accuracy is what ECE averages.
+    top.scatter(
+        [b["mean_confidence"] for b in filled],
+        [b["accuracy"] for b in filled],
+        color="tab:red",
+        s=14,
+        zorder=3,
+        label="mean confidence",
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy", fontsize=8)
+    top.legend(fontsize=7, loc="upper left")
+    top.tick_params(labelsize=7)
+    ece_text = "n/a" if math.isnan(ece) else f"{ece:.3f}"
+    top.set_title(f"{title}  (ECE {ece_text})" if title else f"ECE {ece_text}", fontsize=9)
+    bottom.bar(lefts, [b["count"] for b in filled], width=widths, align="edge", color="tab:gray")
+    bottom.set_xlabel("stated confidence", fontsize=8)
+    bottom.set_ylabel("samples", fontsize=8)
+    bottom.tick_params(labelsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("Reliability diagram: %s", path)
+    return path
+
+
+def comparison_plot(
+    summaries: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    metrics: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Grouped bars: one group per metric, one bar per model, the value printed on each bar.
+
+    ``summaries`` maps a model name to its metrics (say the output of ``calibration_summary`` or
+    ``aggregate``). ``metrics`` picks and orders the groups; by default every float-valued metric of any
+    model, in order of first appearance (integer counts such as ``n`` would dwarf the rest). A metric a model
+    lacks, or reports as nan, leaves a gap.
+    """
+    if metrics is None:
+        metrics = []
+        for summary in summaries.values():
+            metrics += [k for k, v in summary.items() if isinstance(v, float) and k not in metrics]
+    models = list(summaries)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + len(metrics) * (0.5 + 0.25 * len(models))), 3.2))
+    width = 0.8 / max(1, len(models))
+    for j, model in enumerate(models):
+        xs, heights = [], []
+        for i, metric in enumerate(metrics):
+            value = summaries[model].get(metric)
+            if isinstance(value, int | float) and not math.isnan(value):
+                xs.append(i - 0.4 + width * (j + 0.5))
+                heights.append(float(value))
+        bars = ax.bar(xs, heights, width=width, label=model)
+        ax.bar_label(bars, fmt="%.3g", fontsize=6)
+    ax.set_xticks(range(len(metrics)), list(metrics), fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.axhline(0, color="black", linewidth=0.6)
+    if models:
+        ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("Comparison plot: %s", path)
+    return path

@@ -1,0 +1,318 @@
+"""`posttrain eval`: generate n samples per prompt for one or several models, score them with registry
+rewards, and summarise (mean reward, pass@k, maj@k, mean@k, and calibration when answers state a confidence).
+
+Samples are appended to ``samples[.rankR].jsonl`` as they are scored, so an interrupted run resumes where it
+stopped: prompts already written are skipped, and the summary is computed from the file, without duplicates
+or gaps. Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel); rank 0 writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from eval.engines import Sampling, make_engine
+from eval.generation import render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalArguments:
+    """What to evaluate and how; dataset fields come from the recipe's DataArguments."""
+
+    model_name_or_path: str = field(
+        default="", metadata={"help": "Model to evaluate: an embedded name, a local checkpoint or a hub id."}
+    )
+    adapter_path: str | None = field(
+        default=None,
+        metadata={"help": "A PEFT adapter on top of model_name_or_path (merged before generation)."},
+    )
+    models: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Several models to compare, each a model reference; in YAML an entry may be a mapping "
+            "{model, adapter, label}. Replaces model_name_or_path."
+        },
+    )
+    scorers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Rewards from the registry (or module:function / file.py:function) to score samples."
+        },
+    )
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "A sample counts as correct (pass@k, maj@k, calibration) when the first "
+            "scorer gives it at least this."
+        },
+    )
+    answer_parser: str = field(
+        default="text",
+        metadata={
+            "help": "How maj@k reads an answer: 'number' (final number), 'text' (stripped completion), 'none'."
+        },
+    )
+    confidence: bool = field(
+        default=False,
+        metadata={"help": "Parse a stated 'Confidence: X' from each sample and report ECE, Brier and AUROC."},
+    )
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate a fixed, seeded subset of this many prompts."}
+    )
+    n: int = field(default=1, metadata={"help": "Samples per prompt."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
+    seed: int = field(default=0, metadata={"help": "Engine seed."})
+    engine: str = field(default="auto", metadata={"help": "'vllm', 'hf', or 'auto' (vLLM when it imports)."})
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vLLM tensor parallelism (GPUs per engine)."}
+    )
+    chunk_size: int = field(
+        default=32, metadata={"help": "Prompts per generation call; results are written after each chunk."}
+    )
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("auto", "vllm", "hf"):
+            raise ValueError(f"engine must be 'auto', 'vllm' or 'hf', got {self.engine!r}.")
+        if self.answer_parser not in ("number", "text", "none"):
+            raise ValueError(f"answer_parser must be 'number', 'text' or 'none', got {self.answer_parser!r}.")
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}.")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(f"n={self.n} samples at temperature 0 are identical; set temperature > 0.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str
+    adapter: str | None
+    label: str
+
+
+def model_specs(args: EvalArguments) -> list[ModelSpec]:
+    entries: list[Any] = list(args.models) or (
+        [{"model": args.model_name_or_path, "adapter": args.adapter_path}] if args.model_name_or_path else []
+    )
+    if not entries:
+        raise ValueError("Name a model: model_name_or_path, or models for a comparison.")
+    specs = []
+    for entry in entries:
+        entry = {"model": entry} if isinstance(entry, str) else dict(entry)
+        unknown = set(entry) - {"model", "adapter", "label"}
+        if unknown or "model" not in entry:
+            raise ValueError(
+                f"A models entry is a model reference or {{model, adapter, label}}, got {entry!r}."
+            )
+        label = entry.get("label") or Path(str(entry.get("adapter") or entry["model"])).name
+        specs.append(ModelSpec(str(entry["model"]), entry.get("adapter"), label))
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Model labels must differ, got {labels}; set 'label' in the models entries.")
+    return specs
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _samples_path(out: Path, rank: int, world: int) -> Path:
+    return out / ("samples.jsonl" if world == 1 else f"samples.rank{rank}.jsonl")
+
+
+def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
+    """Rows already written, by prompt index. A torn line (a crash mid-write) is dropped; with ``repair`` the
+    file is rewritten without it, so rows appended next start on a clean line."""
+    rows: dict[int, dict] = {}
+    if not path.exists():
+        return rows
+    torn = False
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("Dropping a partial line in %s (interrupted write)", path)
+            torn = True
+            continue
+        rows[row["index"]] = row
+    if torn and repair:
+        staging = path.with_suffix(".repair")
+        staging.write_text(
+            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows.values())
+        )
+        staging.replace(path)
+    return rows
+
+
+def _merged_model(spec: ModelSpec, out: Path) -> str:
+    """A base model with its adapter merged, saved once, since every engine loads full checkpoints."""
+    from posttrain.models import resolve_model_path
+
+    base = resolve_model_path(spec.model)
+    if spec.adapter is None:
+        return base
+    target = out / "merged-model"
+    if not (target / "config.json").exists():
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.info("Merging adapter %s into %s", spec.adapter, base)
+        merged = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base), spec.adapter
+        ).merge_and_unload()
+        merged.save_pretrained(target)
+        AutoTokenizer.from_pretrained(base).save_pretrained(target)
+    return str(target)
+
+
+def _check_context(tokenizer, prompts: list[str], limit: int, max_new_tokens: int) -> None:
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    too_long = [(i, n) for i, n in enumerate(lengths) if n + max_new_tokens > limit]
+    if too_long:
+        i, n = too_long[0]
+        raise ValueError(
+            f"{len(too_long)} prompt(s) do not fit the model's context of {limit} tokens with max_new_tokens="
+            f"{max_new_tokens} (e.g. prompt {i}: {n} tokens). Shorten the prompts, lower max_new_tokens, or "
+            "filter the dataset."
+        )
+
+
+def _answer(text: str, parser: str) -> str | None:
+    if parser == "none":
+        return None
+    if parser == "number":
+        from rewards.math import extract_final_number
+
+        return extract_final_number(text)
+    return text.strip().lower() or None
+
+
+def evaluate_model(
+    spec: ModelSpec, args: EvalArguments, dataset, scorers, out: Path
+) -> dict[str, Any] | None:
+    """Generate, score and append the rows this rank owns; rank 0 then summarises all ranks' rows."""
+    from eval.summary import summarize_samples
+
+    rank, world = _rank()
+    out.mkdir(parents=True, exist_ok=True)
+    path = _samples_path(out, rank, world)
+    mine = list(range(len(dataset)))[rank::world]
+    done = read_samples(path, repair=True)
+    todo = [i for i in mine if i not in done]
+    if done:
+        logger.info(
+            "%s: resuming, %d of %d prompts already scored", spec.label, len(mine) - len(todo), len(mine)
+        )
+
+    if todo:
+        from transformers import AutoTokenizer
+
+        model_path = _merged_model(spec, out)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        prompts = [render_prompt(tokenizer, dataset[i]["prompt"]) for i in todo]
+        from transformers import AutoConfig
+
+        limit = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 2048))
+        _check_context(tokenizer, prompts, limit, args.max_new_tokens)
+        try:
+            engine = make_engine(
+                args.engine, model_path, seed=args.seed + rank, tensor_parallel_size=args.tensor_parallel_size
+            )
+        except OSError as err:
+            raise OSError(f"Model {spec.model!r} ({model_path}) does not load: {err}") from err
+        sampling = Sampling(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed)
+        columns = [c for c in dataset.column_names if c != "prompt"]
+        progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
+        generated_tokens, started = 0, time.perf_counter()
+        with path.open("a") as sink:
+            for start in range(0, len(todo), args.chunk_size):
+                indices = todo[start : start + args.chunk_size]
+                completions = engine.generate(prompts[start : start + args.chunk_size], sampling)
+                flat = [c for group in completions for c in group]
+                kwargs = {c: [dataset[i][c] for i in indices for _ in range(args.n)] for c in columns}
+                flat_prompts = [dataset[i]["prompt"] for i in indices for _ in range(args.n)]
+                scores = {fn.__name__: fn(prompts=flat_prompts, completions=flat, **kwargs) for fn in scorers}
+                for j, index in enumerate(indices):
+                    texts = completions[j]
+                    row = {
+                        "index": index,
+                        "prompt": dataset[index]["prompt"],
+                        "completions": texts,
+                        "scores": {name: s[j * args.n : (j + 1) * args.n] for name, s in scores.items()},
+                        "answers": [_answer(t, args.answer_parser) for t in texts],
+                    }
+                    if args.confidence:
+                        from eval.calibration import parse_confidence
+
+                        row["confidences"] = [parse_confidence(t) for t in texts]
+                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                sink.flush()
+                generated_tokens += sum(
+                    len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in flat
+                )
+                progress.update(len(indices))
+                progress.set_postfix(tok_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
+        progress.close()
+        del engine
+
+    (out / f"done.rank{rank}").write_text("")
+    if rank != 0:
+        return None
+    while not all((out / f"done.rank{r}").exists() for r in range(world)):
+        time.sleep(2)  # the other ranks are still generating
+    rows: dict[int, dict] = {}
+    for r in range(world):
+        rows.update(read_samples(_samples_path(out, r, world)))
+    missing = sorted(set(range(len(dataset))) - set(rows))
+    if missing:
+        raise RuntimeError(
+            f"{spec.label}: {len(missing)} prompts have no samples (e.g. {missing[:5]}); rerun to fill."
+        )
+    summary = summarize_samples([rows[i] for i in range(len(dataset))], args, out, spec.label)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_eval(args: EvalArguments, data, base_dir: Path | None = None) -> dict[str, dict]:
+    """Evaluate every model named by ``args`` on the dataset described by ``data`` (DataArguments)."""
+    from posttrain.data import load_any, require_columns
+    from posttrain.formatting import format_split, template_columns
+    from rewards.registry import load_reward_functions, reward_required_columns
+
+    specs = model_specs(args)
+    if not args.scorers:
+        raise ValueError("Name at least one scorer (a reward from `posttrain rewards`).")
+    scorers, _ = load_reward_functions(list(args.scorers), base_dir=base_dir, on_error="raise")
+    splits = load_any(data.dataset_name, config=data.dataset_config)
+    split = data.dataset_test_split
+    if split not in splits:
+        raise ValueError(f"Dataset {data.dataset_name!r} has no split {split!r}; it has {sorted(splits)}.")
+    dataset = splits[split]
+    needed = template_columns(data.prompt_template) or {"prompt"}
+    for fn in scorers:
+        needed |= reward_required_columns(fn)
+    require_columns(dataset, sorted(needed), what="the prompt template and scorers")
+    if args.max_samples is not None and args.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=0).select(range(args.max_samples))
+    dataset = format_split(dataset, data, "grpo")
+
+    out = Path(args.output_dir)
+    results = {}
+    for spec in specs:
+        target = out / spec.label if len(specs) > 1 else out
+        results[spec.label] = evaluate_model(spec, args, dataset, scorers, target)
+    if len(specs) > 1 and all(v is not None for v in results.values()):
+        from eval.summary import write_comparison
+
+        write_comparison(results, out)
+    return results

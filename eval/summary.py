@@ -1,0 +1,76 @@
+"""Turn scored samples into the summary of an evaluation run, its reliability diagram, and comparisons."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from eval.calibration import calibration_summary, reliability_bins
+from eval.metrics import aggregate, sample_metrics
+from eval.plots import comparison_plot, reliability_diagram
+
+logger = logging.getLogger(__name__)
+
+HEADLINE = ("pass@1", "maj@", "mean@", "ece", "brier", "auroc")
+
+
+def _ks(n: int) -> list[int]:
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks if ks[-1] == n else [*ks, n]
+
+
+def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str, Any]:
+    """Metrics over every prompt's samples; the first scorer decides correctness."""
+    names = list(rows[0]["scores"])
+    primary = names[0]
+    per_prompt = [
+        sample_metrics(row["scores"][primary], row["answers"], _ks(args.n), threshold=args.threshold)
+        for row in rows
+    ]
+    summary: dict[str, Any] = {"model": label, "scorer": primary, "n": args.n, **aggregate(per_prompt)}
+    for name in names:
+        values = [s for row in rows for s in row["scores"][name] if s is not None]
+        summary[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
+    if args.confidence:
+        pairs = [
+            (c, float(s is not None and s >= args.threshold))
+            for row in rows
+            for c, s in zip(row["confidences"], row["scores"][primary], strict=True)
+            if c is not None
+        ]
+        total = sum(len(row["confidences"]) for row in rows)
+        summary["confidence_stated"] = len(pairs) / total if total else math.nan
+        if pairs:
+            conf, correct = [p[0] for p in pairs], [p[1] for p in pairs]
+            calibration = calibration_summary(conf, correct)
+            calibration["calibrated_samples"] = calibration.pop("n")  # "n" already means samples per prompt
+            summary.update(calibration)
+            summary["reliability"] = reliability_bins(conf, correct)
+            reliability_diagram(
+                summary["reliability"], out / "reliability.png", title=f"{label} ({len(pairs)} answers)"
+            )
+    logger.info("%s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if _headline(k, v)))
+    return summary
+
+
+def _headline(key: str, value: Any) -> bool:
+    return isinstance(value, float) and (key.startswith(HEADLINE) or key.startswith("mean_reward/"))
+
+
+def write_comparison(results: dict[str, dict], out: Path) -> None:
+    """A table (log and JSON) and a grouped-bar plot of the headline metrics across models."""
+    metrics = [k for k, v in next(iter(results.values())).items() if _headline(k, v)]
+    table = {label: {k: summary.get(k) for k in metrics} for label, summary in results.items()}
+    (out / "comparison.json").write_text(json.dumps(table, indent=2))
+    width = max(len(label) for label in table) + 2
+    lines = [f"{'model':<{width}}" + "".join(f"{m:>14}" for m in metrics)]
+    for label, values in table.items():
+        lines.append(f"{label:<{width}}" + "".join(f"{values[m]:>14.3f}" for m in metrics))
+    logger.info("Comparison:\n%s", "\n".join(lines))
+    comparison_plot(table, out / "comparison.png", metrics=metrics, title="Model comparison")

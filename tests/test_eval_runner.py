@@ -1,0 +1,141 @@
+"""`posttrain eval`: samples, summary, resume without duplicates or gaps, comparisons, calibration, and the
+errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.runner import EvalArguments, read_samples, run_eval
+from eval.summary import summarize_samples
+from posttrain.cli import main
+from posttrain.configs import DataArguments
+
+TEMPLATE = "{question}\nGive the final number as '#### <number>'."
+
+
+def data_args(**overrides) -> DataArguments:
+    return DataArguments(**{"dataset_name": "gsm_symbolic", "prompt_template": TEMPLATE, **overrides})
+
+
+def eval_args(model: Path, out: Path, **overrides) -> EvalArguments:
+    settings = {
+        "model_name_or_path": str(model),
+        "scorers": ["numeric_answer", "numeric_answer_format"],
+        "answer_parser": "number",
+        "max_samples": 6,
+        "max_new_tokens": 4,
+        "chunk_size": 2,
+        "engine": "hf",
+        "output_dir": str(out),
+    }
+    return EvalArguments(**{**settings, **overrides})
+
+
+def test_eval_writes_samples_and_summary(tiny_model, offline_cache, tmp_path):
+    results = run_eval(eval_args(tiny_model, tmp_path, n=2, temperature=1.0), data_args())
+    summary = results[tiny_model.name]
+    rows = read_samples(tmp_path / "samples.jsonl")
+    assert sorted(rows) == list(range(6))
+    assert all(len(r["completions"]) == 2 and len(r["scores"]["numeric_answer"]) == 2 for r in rows.values())
+    assert {"pass@1", "pass@2", "maj@2", "mean@2", "mean_reward/numeric_answer"} <= set(summary)
+    assert summary["prompts"] == 6
+    assert json.loads((tmp_path / "summary.json").read_text())["prompts"] == 6
+
+
+def test_interrupted_eval_resumes_to_the_same_summary(tiny_model, offline_cache, tmp_path):
+    full = run_eval(eval_args(tiny_model, tmp_path / "full"), data_args())[tiny_model.name]
+
+    out = tmp_path / "resumed"
+    run_eval(eval_args(tiny_model, out), data_args())
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    # Keep two rows and half of the third, as a crash in the middle of a write leaves it.
+    samples.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
+    (out / "summary.json").unlink()
+    resumed = run_eval(eval_args(tiny_model, out), data_args())[tiny_model.name]
+
+    indices = [json.loads(line)["index"] for line in samples.read_text().splitlines()]
+    assert sorted(indices) == list(range(6))  # no duplicates, no gaps
+    assert resumed == full
+
+
+def test_comparison_of_several_models(tiny_model, offline_cache, tmp_path):
+    models = [{"model": str(tiny_model), "label": "a"}, {"model": str(tiny_model), "label": "b"}]
+    results = run_eval(eval_args(tiny_model, tmp_path, models=models, max_samples=2), data_args())
+    assert set(results) == {"a", "b"}
+    table = json.loads((tmp_path / "comparison.json").read_text())
+    assert table["a"] == table["b"]  # the same model, greedy: identical scores
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
+def test_calibration_summary_and_reliability_diagram(tmp_path):
+    # Two prompts, two samples each; confidences stated for three samples.
+    rows = [
+        {"scores": {"acc": [1.0, 0.0]}, "answers": ["a", "b"], "confidences": [0.9, 0.8]},
+        {"scores": {"acc": [1.0, 1.0]}, "answers": ["c", "c"], "confidences": [0.3, None]},
+    ]
+    args = EvalArguments(model_name_or_path="m", scorers=["x"], n=2, temperature=1.0, confidence=True)
+    summary = summarize_samples(rows, args, tmp_path, "m")
+    assert summary["confidence_stated"] == pytest.approx(0.75)
+    # Bins: 0.9 (correct) and 0.8 (wrong) in separate bins, 0.3 (correct): |1-.9|+|0-.8|+|1-.3| = 1.6 over 3.
+    assert summary["ece"] == pytest.approx(1.6 / 3)
+    assert summary["brier"] == pytest.approx((0.01 + 0.64 + 0.49) / 3)
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def test_unknown_scorer_fails_before_generation(tiny_model, offline_cache, tmp_path):
+    with pytest.raises(ValueError, match="numeric_answr"):
+        run_eval(eval_args(tiny_model, tmp_path, scorers=["numeric_answr"]), data_args())
+    assert not (tmp_path / "samples.jsonl").exists()
+
+
+def test_missing_dataset_column_is_named(tiny_model, offline_cache, tmp_path):
+    with pytest.raises(ValueError, match="missing column.*'problem'"):
+        run_eval(eval_args(tiny_model, tmp_path), data_args(prompt_template="{problem}"))
+
+
+def test_prompt_longer_than_context(tiny_model, offline_cache, tmp_path):
+    with pytest.raises(ValueError, match="do not fit the model's context of 1024 tokens"):
+        run_eval(eval_args(tiny_model, tmp_path, max_new_tokens=1020), data_args())
+
+
+def test_model_that_does_not_load(offline_cache, tmp_path):
+    with pytest.raises(OSError):
+        run_eval(eval_args(tmp_path / "no-such-model", tmp_path / "out"), data_args())
+
+
+def test_eval_from_the_command_line(tiny_model, offline_cache, tmp_path):
+    flags = ["--model_name_or_path", str(tiny_model), "--dataset_name", "gsm_symbolic"]
+    flags += ["--prompt_template", "{question}", "--scorers", "numeric_answer", "--engine", "hf"]
+    flags += ["--max_samples", "2", "--max_new_tokens", "2", "--output_dir", str(tmp_path)]
+    assert main(["eval", *flags]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["prompts"] == 2
+
+
+def test_n_samples_at_temperature_zero_is_refused():
+    with pytest.raises(ValueError, match="identical"):
+        EvalArguments(model_name_or_path="m", n=4, temperature=0.0)
+
+
+@pytest.mark.slow
+def test_embedded_model_on_real_math_with_both_engines(offline_cache, tmp_path):
+    from posttrain.models import ensure_embedded_model
+
+    model = ensure_embedded_model("smollm2-135m-instruct")
+    summaries = {}
+    for engine in ("vllm", "hf"):
+        args = eval_args(model, tmp_path / engine, engine=engine, max_samples=8, max_new_tokens=48)
+        summaries[engine] = run_eval(args, data_args())[model.name]
+    for summary in summaries.values():
+        assert summary["prompts"] == 8
+        assert 0.0 <= summary["mean_reward/numeric_answer"] <= 1.0
+    rows = {e: read_samples(tmp_path / e / "samples.jsonl") for e in summaries}
+    # Greedy decoding in bf16 (vLLM on CPU) and float32 (HF): the first words mostly agree.
+    agree = sum(
+        rows["vllm"][i]["completions"][0].split()[:3] == rows["hf"][i]["completions"][0].split()[:3]
+        for i in range(8)
+    )
+    assert agree >= 4
