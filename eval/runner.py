@@ -198,7 +198,7 @@ def _answer(text: str, parser: str) -> str | None:
 
 
 def evaluate_model(
-    spec: ModelSpec, args: EvalArguments, dataset, scorers, out: Path
+    spec: ModelSpec, args: EvalArguments, dataset, scorers, out: Path, engine=None
 ) -> dict[str, Any] | None:
     """Generate, score and append the rows this rank owns; rank 0 then summarises all ranks' rows."""
     from eval.summary import summarize_samples
@@ -215,21 +215,26 @@ def evaluate_model(
         )
 
     if todo:
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
-        model_path = _merged_model(spec, out)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if engine is None:
+            model_path = _merged_model(spec, out)
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+            limit = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 2048))
+        else:  # an engine around a model already in memory (the training callback)
+            tokenizer, limit = engine.tokenizer, engine.context_length()
         prompts = [render_prompt(tokenizer, dataset[i]["prompt"]) for i in todo]
-        from transformers import AutoConfig
-
-        limit = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 2048))
         _check_context(tokenizer, prompts, limit, args.max_new_tokens)
-        try:
-            engine = make_engine(
-                args.engine, model_path, seed=args.seed + rank, tensor_parallel_size=args.tensor_parallel_size
-            )
-        except OSError as err:
-            raise OSError(f"Model {spec.model!r} ({model_path}) does not load: {err}") from err
+        if engine is None:
+            try:
+                engine = make_engine(
+                    args.engine,
+                    model_path,
+                    seed=args.seed + rank,
+                    tensor_parallel_size=args.tensor_parallel_size,
+                )
+            except OSError as err:
+                raise OSError(f"Model {spec.model!r} ({model_path}) does not load: {err}") from err
         sampling = Sampling(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed)
         columns = [c for c in dataset.column_names if c != "prompt"]
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
@@ -283,13 +288,18 @@ def evaluate_model(
     return summary
 
 
-def run_eval(args: EvalArguments, data, base_dir: Path | None = None) -> dict[str, dict]:
-    """Evaluate every model named by ``args`` on the dataset described by ``data`` (DataArguments)."""
+def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=None) -> dict[str, dict]:
+    """Evaluate every model named by ``args`` on the dataset described by ``data`` (DataArguments).
+
+    ``engine`` replaces loading each model (one model only): the training callback passes the live policy.
+    """
     from posttrain.data import load_any, require_columns
     from posttrain.formatting import format_split, template_columns
     from rewards.registry import load_reward_functions, reward_required_columns
 
     specs = model_specs(args)
+    if engine is not None and len(specs) > 1:
+        raise ValueError("An engine passed in serves one model; name one model.")
     if not args.scorers:
         raise ValueError("Name at least one scorer (a reward from `posttrain rewards`).")
     scorers, _ = load_reward_functions(list(args.scorers), base_dir=base_dir, on_error="raise")
@@ -310,7 +320,7 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None) -> dict[st
     results = {}
     for spec in specs:
         target = out / spec.label if len(specs) > 1 else out
-        results[spec.label] = evaluate_model(spec, args, dataset, scorers, target)
+        results[spec.label] = evaluate_model(spec, args, dataset, scorers, target, engine=engine)
     if len(specs) > 1 and all(v is not None for v in results.values()):
         from eval.summary import write_comparison
 

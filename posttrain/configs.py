@@ -39,6 +39,17 @@ class RecipeArguments:
     heldout_batch_size: int = field(
         default=16, metadata={"help": "Prompts per generation batch in the held-out check."}
     )
+    evaluation: str | None = field(
+        default=None,
+        metadata={
+            "help": "An evaluation YAML (see recipes/eval/, path relative to the recipe) run on the trained model "
+            "after training, with its results in <output_dir>/eval/final/."
+        },
+    )
+    evaluation_on_save: bool = field(
+        default=False,
+        metadata={"help": "Also run that evaluation on every saved checkpoint (HF engine, the live policy)."},
+    )
 
 
 @dataclass

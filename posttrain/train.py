@@ -135,6 +135,43 @@ def _heldout(recipe: Recipe, model, tokenizer, test, metric, desc: str) -> dict[
     )
 
 
+def load_evaluation(recipe: Recipe):
+    """The recipe's evaluation YAML, parsed and checked now so a broken one fails before training."""
+    if not recipe.recipe.evaluation:
+        return None
+    from eval.runner import EvalArguments
+    from posttrain.configs import DataArguments
+    from posttrain.recipe import parse_dataclasses, read_yaml
+    from rewards.registry import load_reward_functions
+
+    path = recipe.base_dir / recipe.recipe.evaluation
+    eval_args, data_args = parse_dataclasses(read_yaml(path), [], (EvalArguments, DataArguments), str(path))
+    load_reward_functions(list(eval_args.scorers), base_dir=path.parent)
+    return eval_args, data_args
+
+
+def final_evaluation(recipe: Recipe, evaluation) -> dict[str, Any]:
+    """Evaluate what training saved: the full model, or the base model plus the saved adapter."""
+    import dataclasses
+
+    from eval.runner import run_eval
+
+    eval_args, data_args = evaluation
+    output_dir = recipe.trainer.output_dir
+    model, adapter = (
+        (recipe.model.model_name_or_path, output_dir) if recipe.model.use_peft else (output_dir, None)
+    )
+    eval_args = dataclasses.replace(
+        eval_args,
+        model_name_or_path=model,
+        adapter_path=adapter,
+        models=[],
+        output_dir=str(Path(output_dir, "eval", "final")),
+    )
+    (summary,) = run_eval(eval_args, data_args, base_dir=recipe.base_dir).values()
+    return summary
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run the recipe; returns the held-out scores (before/after) and the training metrics."""
     args = recipe.trainer
@@ -160,6 +197,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if recipe.recipe.heldout_metric:
         (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
 
+    evaluation = load_evaluation(recipe)
     raw = load_splits(recipe)
     train_data = format_dataset(
         datasets.DatasetDict({"train": raw["train"]}),
@@ -208,6 +246,13 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if method.kind == "grpo":
         kwargs["reward_funcs"] = reward_funcs
     trainer = method.trainer_class(**kwargs)
+    if evaluation is not None and recipe.recipe.evaluation_on_save:
+        if world_size == 1:
+            from eval.callback import CheckpointEvalCallback
+
+            trainer.add_callback(CheckpointEvalCallback(*evaluation, base_dir=recipe.base_dir))
+        else:
+            logger.warning("evaluation_on_save runs with one process only; evaluate checkpoints afterwards.")
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:
@@ -219,6 +264,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         results["after"] = _heldout(
             recipe, trainer.model, tokenizer, test_data, metric, "Held-out check (after)"
         )
+    if evaluation is not None and trainer.accelerator.is_main_process:
+        results["evaluation"] = final_evaluation(recipe, evaluation)
     if trainer.accelerator.is_main_process:
         Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
         plot_training_curves(

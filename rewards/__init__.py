@@ -7,7 +7,7 @@ the specs into checked functions and weights for ``GRPOTrainer``.
 
 Registered built-ins: ``numeric_answer``, ``numeric_answer_format`` (:mod:`rewards.math`) and
 ``cls_format``, ``cls_accuracy``, ``cls_equality``, ``cls_contains``
-(:mod:`rewards.classification`).
+(:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`).
 """
 
 # Importing the built-in modules registers their rewards.
@@ -28,6 +28,7 @@ from rewards.contract import (
     reward_required_columns,
 )
 from rewards.math import extract_final_number, numeric_answer, numeric_answer_format
+from rewards.qa import qa_contains
 from rewards.registry import (
     RewardSpec,
     load_reward_functions,
@@ -38,6 +39,7 @@ from rewards.registry import (
 )
 
 __all__ = [
+    "qa_contains",
     "TRL_REWARD_KWARGS",
     "CheckedReward",
     "RewardContractError",

@@ -11,7 +11,8 @@ from posttrain.recipe import RecipeError, load_recipe
 from posttrain.train import CheckpointError, check_checkpoint, resolve_checkpoint
 
 REPO = Path(__file__).parent.parent
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "eval")
+EVAL_CONFIGS = sorted((REPO / "recipes" / "eval").glob("*.yaml"))
 
 GRPO_BASE = {
     "method": "grpo",
@@ -239,3 +240,21 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path, weights, state, messag
     with pytest.raises(CheckpointError, match="earlier checkpoint"):
         resolve_checkpoint(_Args(tmp_path, "auto"))
     assert ckpt.exists()
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=[p.name for p in EVAL_CONFIGS])
+def test_every_shipped_eval_config_parses_and_matches_its_data(path, offline_cache):
+    from eval.runner import EvalArguments, model_specs
+    from posttrain.configs import DataArguments
+    from posttrain.data import load_registered, require_columns
+    from posttrain.formatting import template_columns
+    from posttrain.recipe import parse_dataclasses, read_yaml
+    from rewards.registry import load_reward_functions, reward_required_columns
+
+    eval_args, data_args = parse_dataclasses(read_yaml(path), [], (EvalArguments, DataArguments), str(path))
+    assert model_specs(eval_args)
+    scorers, _ = load_reward_functions(list(eval_args.scorers))
+    needed = template_columns(data_args.prompt_template)
+    for fn in scorers:
+        needed |= reward_required_columns(fn)
+    require_columns(load_registered(data_args.dataset_name)[data_args.dataset_test_split], needed, what=path.name)

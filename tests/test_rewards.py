@@ -327,3 +327,26 @@ def test_classification_rewards_score_a_batch_in_order():
     assert cls_accuracy(completions=completions, label=labels) == [1.0, 1.0, 0.0, 0.0]
     assert cls_equality(completions=completions, label=labels) == [0.0, 0.0, 1.0, 0.0]
     assert cls_contains(completions=completions, label=labels) == [1.0, 1.0, 1.0, 0.0]
+
+
+class TestQaContains:
+    def test_gold_or_alias_as_whole_words(self):
+        from rewards.qa import qa_contains
+
+        completions = [
+            "The capital is Paris.\nConfidence: 90%",
+            "It is the city of paris",
+            "Parisian food",
+            "Big Apple, I think",
+            "I don't know. Confidence: 10%",
+        ]
+        answer = ["Paris", "Paris", "Paris", "New York City", "Paris"]
+        aliases = [[], None, ["Paris, France"], ["NYC", "Big Apple"], []]
+        assert qa_contains(completions, answer, aliases) == [1.0, 1.0, 0.0, 1.0, 0.0]
+
+    def test_confidence_number_never_matches_and_missing_gold_is_none(self):
+        from rewards.qa import qa_contains
+
+        assert qa_contains(["Paris. Confidence: 1990"], ["1990"]) == [0.0]
+        assert qa_contains([[{"role": "assistant", "content": "1990"}]], ["1990"]) == [1.0]
+        assert qa_contains(["anything"], [""]) == [None]

@@ -230,3 +230,26 @@ def test_quickstart_recipe_runs_on_the_embedded_model(embedded_model, offline_ca
     assert results["before"]["samples"] == results["after"]["samples"] == 8
     assert 0.0 <= results["after"]["mean"] <= 1.0
     assert (out / "training_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_recipe_names_its_evaluation_and_checkpoints_are_evaluated(tiny_model, offline_cache, tmp_path):
+    evaluation = {
+        "model_name_or_path": "replaced-by-the-trained-model",
+        "dataset_name": "gsm_symbolic",
+        "prompt_template": "{question}",
+        "scorers": ["numeric_answer"],
+        "max_samples": 3,
+        "max_new_tokens": 4,
+        "engine": "hf",
+    }
+    write(tmp_path / "eval.yaml", evaluation)
+    out = tmp_path / "out"
+    config = grpo_config(tiny_model, out, heldout_metric=None, evaluation="eval.yaml", evaluation_on_save=True)
+    config.update(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    assert main(["train", str(write(tmp_path / "grpo.yaml", config))]) == 0
+    for name in ("checkpoint-1", "checkpoint-2", "final"):
+        assert json.loads((out / "eval" / name / "summary.json").read_text())["prompts"] == 3
+    assert (out / "eval" / "final" / "merged-model" / "config.json").exists()  # base + trained adapter
+    history = json.loads((out / "results.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "eval/pass@1" in e] == [1, 2]

@@ -1,0 +1,49 @@
+"""Evaluate checkpoints during training with the same machinery as `posttrain eval`.
+
+At every save the live policy is evaluated with the HF engine (no reload, no second copy of the weights);
+the summary lands in ``<output_dir>/eval/checkpoint-N/`` and its headline numbers in the trainer's log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from eval.engines import HFEngine
+from eval.runner import EvalArguments, run_eval
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointEvalCallback(TrainerCallback):
+    def __init__(self, eval_args: EvalArguments, data_args, base_dir: Path | None = None):
+        self.eval_args = eval_args
+        self.data_args = data_args
+        self.base_dir = base_dir
+
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        name = f"checkpoint-{state.global_step}"
+        eval_args = dataclasses.replace(
+            self.eval_args,
+            model_name_or_path=str(Path(args.output_dir) / name),
+            adapter_path=None,
+            models=[],
+            engine="hf",
+            output_dir=str(Path(args.output_dir) / "eval" / name),
+        )
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        engine = HFEngine("", seed=eval_args.seed, model=model, tokenizer=tokenizer)
+        (summary,) = run_eval(eval_args, self.data_args, base_dir=self.base_dir, engine=engine).values()
+        headline = {
+            f"eval/{k}": v
+            for k, v in summary.items()
+            if isinstance(v, float) and not math.isnan(v) and not k.startswith("reliability")
+        }
+        state.log_history.append({"step": state.global_step, **headline})
+        logger.info("Checkpoint %s: %s", name, ", ".join(f"{k}={v:.3f}" for k, v in headline.items()))
