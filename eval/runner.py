@@ -262,12 +262,12 @@ def evaluate_model(
                         row["confidences"] = [parse_confidence(t) for t in texts]
                     sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 sink.flush()
-                generated_tokens += sum(
-                    len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in flat
-                )
+                generated_tokens += engine.last_tokens
                 progress.update(len(indices))
                 progress.set_postfix(tok_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
         progress.close()
+        throughput = {"generated_tokens": generated_tokens, "seconds": time.perf_counter() - started}
+        (out / f"throughput.rank{rank}.json").write_text(json.dumps(throughput))
         del engine
 
     (out / f"done.rank{rank}").write_text("")
