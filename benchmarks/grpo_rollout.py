@@ -33,6 +33,7 @@ GENERATIONS = 8
 def recipe(model: str, steps: int, output_dir: str, rollout: str, is_correction: bool) -> dict:
     return {
         "method": "grpo",
+        "output_dir": output_dir,
         "model_name_or_path": model,
         "dtype": "float32",
         "dataset_name": "gsm_symbolic",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from transformers import HfArgumentParser
 
 from posttrain.configs import GRPO_EXPLICIT_FIELDS, DataArguments, ModelConfig, RecipeArguments
 from posttrain.methods import Method, get_method
+
+logger = logging.getLogger(__name__)
 
 # Optional nested sections; the canonical form is flat with banner comments, both parse the same.
 SECTIONS = ("recipe", "model", "data", "trainer")
@@ -122,6 +125,21 @@ def parse_dataclasses(
     return parsed
 
 
+def apply_cpu_defaults(config: dict[str, Any], overrides: list[str]) -> None:
+    """On a machine without CUDA, default ``bf16`` to false unless the recipe sets it.
+
+    TRL's configs default to bf16 mixed precision; on CPUs without bf16 matrix units that is far slower, not
+    faster (measured here: one GRPO step of 8 x 128 tokens took 389 s under bf16 autocast, against ~17 s of
+    forward and backward in float32). A recipe that sets ``bf16`` itself keeps its choice.
+    """
+    import torch
+
+    if torch.cuda.is_available() or "bf16" in config or "bf16" in _cli_keys(overrides):
+        return
+    config["bf16"] = False
+    logger.info("No GPU: training in float32 (bf16: false); set bf16: true in the recipe to override.")
+
+
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe YAML (or only command-line fields when ``path`` is None) and validate it."""
     overrides = list(overrides or [])
@@ -136,6 +154,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         method = get_method(_peek_method(config, overrides))
     except ValueError as err:
         raise RecipeError(f"{where}: {err}") from err
+    apply_cpu_defaults(config, overrides)
     types = (RecipeArguments, ModelConfig, DataArguments, method.config_class)
     parsed = parse_dataclasses(config, overrides, types, where)
     recipe_args, model_args, data_args, trainer_args = parsed

@@ -139,3 +139,27 @@ def test_embedded_model_on_real_math_with_both_engines(offline_cache, tmp_path):
         for i in range(8)
     )
     assert agree >= 4
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_split_prompts_and_rank0_summarises(tiny_model, offline_cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    single = run_eval(eval_args(tiny_model, tmp_path / "single"), data_args())[tiny_model.name]
+    flags = ["eval", "--model_name_or_path", str(tiny_model), "--dataset_name", "gsm_symbolic"]
+    flags += ["--prompt_template", TEMPLATE, "--scorers", "numeric_answer", "numeric_answer_format"]
+    flags += ["--answer_parser", "number", "--max_samples", "6", "--max_new_tokens", "4", "--chunk_size", "2"]
+    flags += ["--engine", "hf", "--output_dir", str(tmp_path / "dp")]
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "posttrain", *flags],
+            env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2"},
+        )
+        for rank in (1, 0)
+    ]
+    assert [p.wait(timeout=600) for p in ranks] == [0, 0]
+    assert sorted(read_samples(tmp_path / "dp" / "samples.rank0.jsonl")) == [0, 2, 4]
+    assert sorted(read_samples(tmp_path / "dp" / "samples.rank1.jsonl")) == [1, 3, 5]
+    assert json.loads((tmp_path / "dp" / "summary.json").read_text()) == single

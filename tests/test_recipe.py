@@ -257,4 +257,15 @@ def test_every_shipped_eval_config_parses_and_matches_its_data(path, offline_cac
     needed = template_columns(data_args.prompt_template)
     for fn in scorers:
         needed |= reward_required_columns(fn)
-    require_columns(load_registered(data_args.dataset_name)[data_args.dataset_test_split], needed, what=path.name)
+    require_columns(
+        load_registered(data_args.dataset_name)[data_args.dataset_test_split], needed, what=path.name
+    )
+
+
+def test_cpu_machine_defaults_to_float32_unless_the_recipe_says(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_recipe(write(tmp_path, GRPO_BASE)).trainer.bf16 is False
+    assert load_recipe(write(tmp_path, {**GRPO_BASE, "bf16": True})).trainer.bf16 is True
+    assert load_recipe(write(tmp_path, GRPO_BASE), ["--bf16", "true"]).trainer.bf16 is True

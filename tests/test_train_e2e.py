@@ -245,7 +245,9 @@ def test_recipe_names_its_evaluation_and_checkpoints_are_evaluated(tiny_model, o
     }
     write(tmp_path / "eval.yaml", evaluation)
     out = tmp_path / "out"
-    config = grpo_config(tiny_model, out, heldout_metric=None, evaluation="eval.yaml", evaluation_on_save=True)
+    config = grpo_config(
+        tiny_model, out, heldout_metric=None, evaluation="eval.yaml", evaluation_on_save=True
+    )
     config.update(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
     assert main(["train", str(write(tmp_path / "grpo.yaml", config))]) == 0
     for name in ("checkpoint-1", "checkpoint-2", "final"):
