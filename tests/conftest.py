@@ -12,6 +12,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every vLLM engine a test starts lives in the test process; keep their KV caches small.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 def build_tiny_model(target: Path) -> Path:
