@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class HFEngine:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[str]]:
+    def generate(self, prompts: list[str], sampling: Sampling, desc: str | None = None) -> list[list[str]]:
+        """``desc`` shows a progress bar over the batches under that name."""
         torch.manual_seed(self.seed)
         tokenizer = self.tokenizer
         side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -102,7 +104,8 @@ class HFEngine:
         results: list[list[str]] = []
         self.last_tokens = 0
         try:
-            for start in range(0, len(prompts), self.batch_size):
+            batches = range(0, len(prompts), self.batch_size)
+            for start in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
                 batch = tokenizer(
                     prompts[start : start + self.batch_size],
                     return_tensors="pt",

@@ -10,9 +10,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
 logger = logging.getLogger(__name__)
 
 
@@ -23,7 +20,6 @@ def render_prompt(tokenizer, prompt: Any) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
-@torch.no_grad()
 def generate_greedy(
     model,
     tokenizer,
@@ -33,28 +29,10 @@ def generate_greedy(
     batch_size: int = 16,
     desc: str = "Generating",
 ) -> list[str]:
-    """One greedy completion per prompt, decoded without special tokens."""
+    """One greedy completion per prompt, decoded without special tokens (the HF engine, n=1)."""
+    from eval.engines import HFEngine, Sampling
+
     texts = [render_prompt(tokenizer, p) for p in prompts]
-    was_training = model.training
-    model.eval()
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    device = next(model.parameters()).device
-    outputs: list[str] = []
-    try:
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
-            batch = tokenizer(
-                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
-            generated = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return outputs
+    engine = HFEngine("", seed=0, batch_size=batch_size, model=model, tokenizer=tokenizer)
+    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    return [group[0] for group in engine.generate(texts, sampling, desc=desc)]

@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     import torch
 
     from posttrain.models import resolve_model_path
-    from posttrain.rollout import serve_command
+    from posttrain.rollout import cpu_kvcache_gib, serve_command
 
     gpu = torch.cuda.is_available()
     env = dict(
@@ -87,9 +87,8 @@ def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     extra = list(overrides)
     if gpu:
         extra += ["--gpu-memory-utilization", str(args.memory_share)]
-    elif "VLLM_CPU_KVCACHE_SPACE" not in env:
-        total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(total_gib * args.memory_share)))
+    else:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", cpu_kvcache_gib(args.memory_share))
     command = serve_command(resolve_model_path(args.model), args.host, args.port, extra, gpu=gpu)
     logger.info("Starting rollout server: %s", " ".join(command))
     os.execve(command[0], command, env)

