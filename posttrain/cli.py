@@ -29,16 +29,11 @@ def _validate(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from posttrain.formatting import format_dataset
     from posttrain.recipe import load_recipe
-    from posttrain.train import load_splits
-    from rewards.registry import load_reward_functions, reward_required_columns
+    from posttrain.train import load_recipe_rewards, load_splits
 
     recipe = load_recipe(args.recipe, overrides)
     if args.with_data:
-        needed: set[str] = set()
-        if recipe.method.kind == "grpo":
-            funcs, _ = load_reward_functions(list(recipe.trainer.reward_funcs), base_dir=recipe.base_dir)
-            for fn in funcs:
-                needed |= reward_required_columns(fn)
+        _, needed = load_recipe_rewards(recipe)
         raw = load_splits(recipe)
         format_dataset(datasets.DatasetDict({"train": raw["train"]}), recipe.data, recipe.method.kind, needed)
     logger.info("%s: OK (method %s)", args.recipe, recipe.method.name)

@@ -135,6 +135,20 @@ def _heldout(recipe: Recipe, model, tokenizer, test, metric, desc: str) -> dict[
     )
 
 
+def load_recipe_rewards(recipe: Recipe) -> tuple[list, set[str]]:
+    """A GRPO recipe's checked reward functions (weights filled into the config) and the columns they read."""
+    args = recipe.trainer
+    if recipe.method.kind != "grpo":
+        return [], set()
+    specs = list(args.reward_funcs) or list(recipe.method.default_rewards)
+    funcs, weights = load_reward_functions(specs, base_dir=recipe.base_dir, on_error=args.reward_errors)
+    args.reward_weights = list(args.reward_weights or weights)
+    needed: set[str] = set()
+    for fn in funcs:
+        needed |= reward_required_columns(fn)
+    return funcs, needed
+
+
 def load_evaluation(recipe: Recipe):
     """The recipe's evaluation YAML, parsed and checked now so a broken one fails before training."""
     if not recipe.recipe.evaluation:
@@ -183,16 +197,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     )
     checkpoint = resolve_checkpoint(args)
 
-    reward_funcs: list = []
-    needed: set[str] = set()
-    if method.kind == "grpo":
-        specs = list(args.reward_funcs) or list(method.default_rewards)
-        reward_funcs, weights = load_reward_functions(
-            specs, base_dir=recipe.base_dir, on_error=args.reward_errors
-        )
-        args.reward_weights = list(args.reward_weights or weights)
-        for fn in reward_funcs:
-            needed |= reward_required_columns(fn)
+    reward_funcs, needed = load_recipe_rewards(recipe)
     metric = None
     if recipe.recipe.heldout_metric:
         (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
