@@ -68,12 +68,21 @@ class EvalArguments:
     max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate a fixed, seeded subset of this many prompts."}
     )
+    group_by: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset column; the summary also reports every metric per value of it (e.g. class_group "
+            "for base and new classes, or label for per-class accuracy)."
+        },
+    )
     n: int = field(default=1, metadata={"help": "Samples per prompt."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
     seed: int = field(default=0, metadata={"help": "Engine seed."})
-    engine: str = field(default="auto", metadata={"help": "'vllm', 'hf', or 'auto' (vLLM when it imports)."})
+    engine: str = field(
+        default="auto", metadata={"help": "'vllm', 'hf', or 'auto' (vLLM on GPUs, HF generation on CPUs)."}
+    )
     tensor_parallel_size: int = field(
         default=1, metadata={"help": "vLLM tensor parallelism (GPUs per engine)."}
     )
@@ -256,6 +265,8 @@ def evaluate_model(
                         "scores": {name: s[j * args.n : (j + 1) * args.n] for name, s in scores.items()},
                         "answers": [_answer(t, args.answer_parser) for t in texts],
                     }
+                    if args.group_by:
+                        row["group"] = dataset[index][args.group_by]
                     if args.confidence:
                         from eval.calibration import parse_confidence
 
@@ -293,7 +304,7 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=Non
 
     ``engine`` replaces loading each model (one model only): the training callback passes the live policy.
     """
-    from posttrain.data import load_any, require_columns
+    from posttrain.data import load_dataset_for, require_columns
     from posttrain.formatting import format_split, template_columns
     from rewards.registry import load_reward_functions, reward_required_columns
 
@@ -303,12 +314,16 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=Non
     if not args.scorers:
         raise ValueError("Name at least one scorer (a reward from `posttrain rewards`).")
     scorers, _ = load_reward_functions(list(args.scorers), base_dir=base_dir, on_error="raise")
-    splits = load_any(data.dataset_name, config=data.dataset_config)
+    if data.image_column:  # the engines take text prompts only: the model would answer without the image
+        raise ValueError("posttrain eval does not feed images yet; remove image_column from the evaluation.")
+    splits = load_dataset_for(data, train_split=data.dataset_train_split)
     split = data.dataset_test_split
     if split not in splits:
         raise ValueError(f"Dataset {data.dataset_name!r} has no split {split!r}; it has {sorted(splits)}.")
     dataset = splits[split]
     needed = template_columns(data.prompt_template) or {"prompt"}
+    if args.group_by:
+        needed.add(args.group_by)
     for fn in scorers:
         needed |= reward_required_columns(fn)
     require_columns(dataset, sorted(needed), what="the prompt template and scorers")

@@ -25,18 +25,38 @@ def _ks(n: int) -> list[int]:
     return ks if ks[-1] == n else [*ks, n]
 
 
-def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str, Any]:
-    """Metrics over every prompt's samples; the first scorer decides correctness."""
+def _metrics(rows: list[dict], args) -> dict[str, Any]:
+    """pass@k, maj@k, mean@k of the first scorer and every scorer's mean reward over ``rows``."""
     names = list(rows[0]["scores"])
-    primary = names[0]
     per_prompt = [
-        sample_metrics(row["scores"][primary], row["answers"], _ks(args.n), threshold=args.threshold)
+        sample_metrics(row["scores"][names[0]], row["answers"], _ks(args.n), threshold=args.threshold)
         for row in rows
     ]
-    summary: dict[str, Any] = {"model": label, "scorer": primary, "n": args.n, **aggregate(per_prompt)}
+    metrics: dict[str, Any] = {"prompts": len(rows), **aggregate(per_prompt)}
     for name in names:
         values = [s for row in rows for s in row["scores"][name] if s is not None]
-        summary[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
+        metrics[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
+    return metrics
+
+
+def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str, Any]:
+    """Metrics over every prompt's samples (and per group with ``group_by``); the first scorer decides
+    correctness."""
+    primary = next(iter(rows[0]["scores"]))
+    summary: dict[str, Any] = {"model": label, "scorer": primary, "n": args.n, **_metrics(rows, args)}
+    if getattr(args, "group_by", None):
+        by_group: dict[str, list[dict]] = {}
+        for row in rows:
+            by_group.setdefault(str(row.get("group")), []).append(row)
+        summary["groups"] = {g: _metrics(by_group[g], args) for g in sorted(by_group)}
+        for group, metrics in summary["groups"].items():
+            logger.info(
+                "%s [%s=%s]: %s",
+                label,
+                args.group_by,
+                group,
+                ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if _headline(k, v)),
+            )
     if args.confidence:
         pairs = [
             (c, float(s is not None and s >= args.threshold))

@@ -90,9 +90,69 @@ class DataArguments:
         },
     )
 
+    image_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column holding each row's image (vision-language models): the prompt gets an image slot "
+            "and the trainer passes the image to the model's processor."
+        },
+    )
+
+    # --- classification (CLS-RL's data builder; off unless label_column is set) ---
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Turns rows into classification prompts: the gold class is read from this column and "
+            "written to 'label', each row gets a shuffled candidate list in 'classes' (always holding the gold) "
+            "and its class group ('base' or 'new') in 'class_group'. Use {classes} in prompt_template."
+        },
+    )
+    shots_per_class: int | None = field(
+        default=None, metadata={"help": "k-shot: keep k training rows per class (seeded by class_seed)."}
+    )
+    class_names: list[str] = field(
+        default_factory=list,
+        metadata={"help": "All class names, in order; by default the sorted labels found in the data."},
+    )
+    base_classes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Base-to-new split: train on these classes only; test rows of every other class form the "
+            "'new' group. Empty: all classes are base, unless base_to_new is set."
+        },
+    )
+    base_to_new: bool = field(
+        default=False,
+        metadata={
+            "help": "Base classes are the first half of class_names (the CoOp convention), the rest new."
+        },
+    )
+    candidate_fraction: float = field(
+        default=0.4, metadata={"help": "Share of a group's class names listed in each prompt (CLS-RL: 40%)."}
+    )
+    candidate_all_below: int = field(
+        default=30, metadata={"help": "List every class name when the group has fewer classes than this."}
+    )
+    candidate_max: int = field(default=100, metadata={"help": "Never list more class names than this."})
+    underscores_to_spaces: bool = field(
+        default=True, metadata={"help": "Class-name normalisation: 'golden_retriever' -> 'golden retriever'."}
+    )
+    class_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the k-shot sample and the candidate lists (the same prompts in train and eval)."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.prompt_format not in ("chat", "raw"):
             raise ValueError(f"prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}.")
+        if not 0.0 < self.candidate_fraction <= 1.0:
+            raise ValueError(f"candidate_fraction must be in (0, 1], got {self.candidate_fraction}.")
+        if self.shots_per_class is not None and self.shots_per_class < 1:
+            raise ValueError(f"shots_per_class must be at least 1, got {self.shots_per_class}.")
+        if self.candidate_max < 2:
+            raise ValueError(f"candidate_max must be at least 2, got {self.candidate_max}.")
 
 
 @dataclass

@@ -1,19 +1,28 @@
 """Turn dataset rows into what TRL trainers read: a ``prompt`` (and for SFT a ``completion``).
 
 Templates are Python format strings over the row's columns; chat recipes get conversational messages that
-the tokenizer's chat template renders, raw recipes get plain strings. Column checks happen here, before any
-model loads.
+the tokenizer's chat template renders, raw recipes get plain strings. With ``image_column`` the row's image
+travels as TRL's ``image`` column (``images`` for a column of image lists), which TRL's GRPO and SFT trainers
+insert into the first user turn for a vision-language model's processor. Column checks happen here, before
+any model loads.
 """
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Iterable
 
+import datasets
 from datasets import Dataset, DatasetDict
 
 from posttrain.configs import DataArguments
 from posttrain.data import require_columns
+
+logger = logging.getLogger(__name__)
+
+# The columns TRL's trainers read images from, next to a conversational prompt.
+IMAGE_FIELDS = ("image", "images")
 
 
 def template_columns(template: str | None) -> set[str]:
@@ -37,6 +46,33 @@ def required_columns(data: DataArguments, kind: str) -> set[str]:
     return needed
 
 
+def check_image_prompts(data: DataArguments) -> None:
+    """Images reach the model only inside conversational prompts; refuse raw prompts with an image column."""
+    if data.image_column and data.prompt_format == "raw":
+        raise ValueError(
+            f"image_column {data.image_column!r} needs prompt_format: chat. TRL hands images to a vision-language "
+            "model only inside conversational prompts, whose chat template places the image; a raw text prompt "
+            "has no image slot. Set prompt_format: chat, or drop image_column for a text-only run."
+        )
+
+
+def image_field(dataset: Dataset, column: str) -> str:
+    """The TRL column ``column`` becomes: ``images`` for a column of image lists, ``image`` for one per row."""
+    feature = dataset.features.get(column)
+    many = isinstance(feature, (list, datasets.Sequence, datasets.LargeList))
+    return "images" if many else "image"
+
+
+def _expose_image(dataset: Dataset, column: str) -> Dataset:
+    target = image_field(dataset, column)
+    # TRL reads ``images`` before ``image``: any other image column would shadow or confuse the chosen one.
+    others = [c for c in IMAGE_FIELDS if c in dataset.column_names and c != column]
+    if others:
+        logger.warning("Dropping column(s) %s: image_column is %r.", others, column)
+        dataset = dataset.remove_columns(others)
+    return dataset if column == target else dataset.rename_column(column, target)
+
+
 def _user_turn(data: DataArguments, text: str):
     if data.prompt_format == "raw":
         return (data.system_prompt + "\n\n" + text) if data.system_prompt else text
@@ -45,24 +81,35 @@ def _user_turn(data: DataArguments, text: str):
 
 
 def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
-    """Add ``prompt`` (and ``completion`` for SFT) columns; keep the others for rewards and judges."""
+    """Add ``prompt`` (and ``completion`` for SFT) columns; keep the others for rewards and judges.
+
+    With ``image_column`` set, that column is exposed as ``image`` (or ``images``); raw prompts are refused.
+    """
+    check_image_prompts(data)
+    templated = bool(data.prompt_template or (kind == "sft" and data.completion_template))
+    # Read only the templates' columns: ``format(**row)`` would decode every image of the split for nothing.
+    reads = template_columns(data.prompt_template) | template_columns(data.completion_template)
 
     def build(row):
+        values = {name: row[name] for name in reads}
         out = {}
         if data.prompt_template:
-            out["prompt"] = _user_turn(data, data.prompt_template.format(**row))
+            out["prompt"] = _user_turn(data, data.prompt_template.format(**values))
         if kind == "sft" and data.completion_template:
-            text = data.completion_template.format(**row)
+            text = data.completion_template.format(**values)
             out["completion"] = (
                 text if data.prompt_format == "raw" else [{"role": "assistant", "content": text}]
             )
         return out
 
-    if not data.prompt_template and not (kind == "sft" and data.completion_template):
-        return dataset
-    formatted = dataset.map(build, desc="Formatting prompts")
-    if kind == "sft":  # SFT tokenizes every remaining column's neighbours; keep only what it trains on
-        formatted = formatted.select_columns(["prompt", "completion"])
+    formatted = dataset.map(build, desc="Formatting prompts") if templated else dataset
+    image = None
+    if data.image_column:
+        image = image_field(formatted, data.image_column)
+        formatted = _expose_image(formatted, data.image_column)
+    # SFT tokenizes every remaining column's neighbours; keep only what it trains on.
+    if templated and kind == "sft":
+        formatted = formatted.select_columns(["prompt", "completion"] + ([image] if image else []))
     return formatted
 
 
@@ -70,7 +117,10 @@ def format_dataset(
     dataset: DatasetDict, data: DataArguments, kind: str, extra_columns: Iterable[str] = (), what: str = ""
 ) -> DatasetDict:
     """Check every split has the columns the templates and ``extra_columns`` (rewards) need, then format."""
+    check_image_prompts(data)
     needed = required_columns(data, kind) | set(extra_columns)
     for name, split in dataset.items():
+        if data.image_column:
+            require_columns(split, [data.image_column], what=f"image_column (split {name!r})")
         require_columns(split, sorted(needed), what=f"{what or 'the recipe'} (split {name!r})")
     return DatasetDict({name: format_split(split, data, kind) for name, split in dataset.items()})

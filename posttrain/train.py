@@ -18,7 +18,7 @@ import transformers
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from posttrain.data import load_any
+from posttrain.data import load_dataset_for
 from posttrain.formatting import format_dataset, format_split
 from posttrain.methods import StageContext
 from posttrain.models import load_model, load_tokenizer, peft_config
@@ -103,7 +103,7 @@ def resolve_checkpoint(args) -> str | None:
 def load_splits(recipe: Recipe):
     """Train and test splits of the recipe's dataset, raw (not yet formatted)."""
     data = recipe.data
-    dataset = load_any(data.dataset_name, config=data.dataset_config)
+    dataset = load_dataset_for(data, train_split=data.dataset_train_split)
     for split in (data.dataset_train_split,):
         if split not in dataset:
             raise ValueError(
@@ -187,7 +187,11 @@ def final_evaluation(recipe: Recipe, evaluation) -> dict[str, Any]:
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    """Run the recipe; returns the held-out scores (before/after) and the training metrics."""
+    """Run the recipe; returns the held-out scores (before/after) and the training metrics.
+
+    With ``image_column`` the model is vision-language and ``tokenizer`` is its processor. The held-out check
+    is then skipped with a warning: it generates from text prompts only and would score the model blind.
+    """
     args = recipe.trainer
     method = recipe.method
     set_seed(args.seed)
@@ -225,13 +229,18 @@ def train(recipe: Recipe) -> dict[str, Any]:
         test_data = format_split(test, recipe.data, "grpo")
 
     tokenizer = load_tokenizer(recipe.model, padding_side="left" if method.kind == "grpo" else "right")
-    model = load_model(recipe.model)
+    model = load_model(recipe.model, image_column=recipe.data.image_column)
     for stage in method.data_stages:
         train_data = stage(
             train_data, StageContext(recipe=recipe, load_model=lambda: model, tokenizer=tokenizer)
         )
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if test_data is not None and recipe.data.image_column:
+        logger.warning(
+            "Held-out check skipped: it generates without the images; evaluate the model separately."
+        )
+        test_data = None
     run_heldout = test_data is not None and world_size == 1
     if test_data is not None and not run_heldout:
         logger.warning(

@@ -32,6 +32,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
+    if type(value).__module__.startswith("PIL."):  # an image in a multimodal prompt: its size, not its pixels
+        return f"<image {value.width}x{value.height}>"
     return str(value)
 
 

@@ -4,7 +4,9 @@ Rule-Based Reinforcement Learning", later "Think or Not Think").
 The thinking variant sums ``cls_format`` (``<think>...</think><answer>...</answer>``) and
 ``cls_accuracy`` (the answer equals the gold class); the no-thinking variant uses ``cls_equality``
 alone (the whole completion is the class name). ``cls_contains`` is the paper's lenient evaluation
-metric, kept apart from the training rewards. The gold class is read from the ``label`` column.
+metric, kept apart from the training rewards; ``cls_tags`` is partial format credit for models too
+small to hit the format by chance. The gold class is read from the ``label`` column, the candidate
+list (when a reward needs it) from ``classes``.
 """
 
 from __future__ import annotations
@@ -97,24 +99,72 @@ def cls_equality(completions: Sequence[Any], label: Sequence[Any], **kwargs: Any
 
 
 def _lenient(text: str) -> str:
-    return text.strip().casefold().replace("_", " ")
+    return " ".join(text.casefold().replace("_", " ").split())
+
+
+def _candidate_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [_lenient(str(name)) for name in names if str(name).strip()]
+
+
+def _names_only_gold(answer: str, gold: str, candidates: list[str]) -> bool:
+    """The gold class occurs in ``answer`` and no other candidate does (outside the gold's own mentions)."""
+    answer, gold = _lenient(answer), _lenient(gold)
+    if gold not in answer:
+        return False
+    rest = answer.replace(gold, " ")
+    return not any(name and name != gold and name in rest for name in candidates)
 
 
 @register_reward("cls_contains")
-def cls_contains(completions: Sequence[Any], label: Sequence[Any], **kwargs: Any) -> list[float | None]:
+def cls_contains(
+    completions: Sequence[Any], label: Sequence[Any], classes: Sequence[Any] | None = None, **kwargs: Any
+) -> list[float | None]:
     """The paper's lenient evaluation metric: 1.0 if the gold class occurs in the answer text.
 
     The answer text is the content of the ``<answer>`` block, or the whole completion when it has
-    none (no-thinking outputs); several ``<answer>`` blocks score 0.0, so listing every candidate
-    does not pass. Case is ignored and ``_`` equals a space. Being a substring test, "cat" is
-    found in "wildcat": report it as the paper's metric, beside the strict rewards, not instead.
+    none (no-thinking outputs). Case and repeated whitespace are ignored and ``_`` equals a space.
+    Listing classes does not pass: several ``<answer>`` blocks score 0.0, and when the row has a
+    ``classes`` column (the candidate list the prompt showed) an answer that also names another
+    candidate scores 0.0. Being a substring test, "cat" is found in "wildcat": report it as the
+    paper's metric, beside the strict rewards, not instead.
     """
+    candidates = [_candidate_list(c) for c in classes] if classes is not None else [[]] * len(completions)
 
-    def judge(text: str, gold: str) -> bool:
+    def judge(text: str, gold: str, names: list[str]) -> bool:
         blocks = _answer_blocks(text)
         if len(blocks) > 1:
             return False
-        answer = blocks[0] if blocks else text
-        return _lenient(gold) in _lenient(answer)
+        return _names_only_gold(blocks[0] if blocks else text, gold, names)
 
-    return _score_against_label(completions, label, judge)
+    scores: list[float | None] = []
+    for completion, gold_label, names in zip(completions, label, candidates, strict=True):
+        gold = _gold(gold_label)
+        scores.append(None if gold is None else float(judge(completion_text(completion), gold, names)))
+    return scores
+
+
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+@register_reward("cls_tags")
+def cls_tags(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """Partial format credit: a quarter for each of the four tags that occurs exactly once, in order.
+
+    A shaping reward for models too small to ever produce the full ``cls_format`` pattern by chance:
+    it is 1.0 for every completion ``cls_format`` accepts, and ranks the near misses below it.
+    """
+    scores: list[float | None] = []
+    for completion in completions:
+        text = completion_text(completion)
+        score, position = 0.0, 0
+        for tag in _TAGS:
+            found = text.find(tag, position)
+            if found < 0 or text.count(tag) != 1:
+                continue
+            score += 0.25
+            position = found + len(tag)
+        scores.append(score)
+    return scores

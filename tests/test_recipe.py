@@ -246,7 +246,7 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path, weights, state, messag
 def test_every_shipped_eval_config_parses_and_matches_its_data(path, offline_cache):
     from eval.runner import EvalArguments, model_specs
     from posttrain.configs import DataArguments
-    from posttrain.data import load_registered, require_columns
+    from posttrain.data import load_dataset_for, require_columns
     from posttrain.formatting import template_columns
     from posttrain.recipe import parse_dataclasses, read_yaml
     from rewards.registry import load_reward_functions, reward_required_columns
@@ -257,9 +257,7 @@ def test_every_shipped_eval_config_parses_and_matches_its_data(path, offline_cac
     needed = template_columns(data_args.prompt_template)
     for fn in scorers:
         needed |= reward_required_columns(fn)
-    require_columns(
-        load_registered(data_args.dataset_name)[data_args.dataset_test_split], needed, what=path.name
-    )
+    require_columns(load_dataset_for(data_args)[data_args.dataset_test_split], needed, what=path.name)
 
 
 def test_cpu_machine_defaults_to_float32_unless_the_recipe_says(tmp_path, monkeypatch):

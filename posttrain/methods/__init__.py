@@ -38,6 +38,8 @@ class Method:
     description: str
     data_stages: tuple[DataStage, ...] = field(default_factory=tuple)
     default_rewards: tuple[str, ...] = field(default_factory=tuple)
+    # Recipe checks of the method's own, run with the shared ones before anything loads: recipe -> errors.
+    check: Callable[[Any], list[str]] | None = None
 
 
 _METHODS: dict[str, Method] = {}
@@ -88,3 +90,6 @@ def _load_builtin_methods() -> None:
             description="Supervised fine-tuning on prompt/completion pairs (loss on the completion).",
         )
     )
+    from posttrain.methods import cls_rl
+
+    register_method(cls_rl.METHOD)
