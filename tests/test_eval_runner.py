@@ -163,3 +163,38 @@ def test_data_parallel_ranks_split_prompts_and_rank0_summarises(tiny_model, offl
     assert sorted(read_samples(tmp_path / "dp" / "samples.rank0.jsonl")) == [0, 2, 4]
     assert sorted(read_samples(tmp_path / "dp" / "samples.rank1.jsonl")) == [1, 3, 5]
     assert json.loads((tmp_path / "dp" / "summary.json").read_text()) == single
+
+
+def test_auto_engine_is_hf_without_a_gpu(tiny_model, monkeypatch):
+    import torch
+
+    from eval.engines import HFEngine, make_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert isinstance(make_engine("auto", str(tiny_model), seed=0), HFEngine)
+
+
+def test_classification_eval_reports_each_group(tiny_model, offline_cache, tmp_path):
+    """Base-to-new classification prompts built by the data builder, scored per class group."""
+    data = DataArguments(
+        dataset_name="intent_recognition",
+        label_column="label",
+        base_to_new=True,
+        prompt_template="{text}\nChoose one of: {classes}.",
+    )
+    args = eval_args(
+        tiny_model,
+        tmp_path,
+        scorers=["cls_contains", "cls_equality"],
+        answer_parser="text",
+        group_by="class_group",
+    )
+    summary = run_eval(args, data)[tiny_model.name]
+    rows = read_samples(tmp_path / "samples.jsonl")
+    assert {row["group"] for row in rows.values()} <= {"base", "new"}
+    groups = summary["groups"]
+    assert sum(g["prompts"] for g in groups.values()) == summary["prompts"] == 6
+    for name, group in groups.items():
+        members = [row for row in rows.values() if row["group"] == name]
+        expected = sum(row["scores"]["cls_contains"][0] for row in members) / len(members)
+        assert group["mean_reward/cls_contains"] == pytest.approx(expected)
