@@ -182,7 +182,7 @@ def main() -> None:
     lines.append(
         f"Held-out prompts: intent {rows[0]['intent_prompts']}, Amazon {rows[0]['amazon_prompts']}. "
         "Lenient: the gold class named and no other candidate; strict: the exact class name "
-        "(CLS-RL: the exact <answer>)."
+        "(CLS-RL: the exact `<answer>`)."
     )
     (out / "table.json").write_text(json.dumps(rows, indent=2))
     rl = ("CLS-RL", "No-Thinking-CLS-RL")
