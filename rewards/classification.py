@@ -47,13 +47,16 @@ def _answer_blocks(text: str) -> list[str]:
 
 
 def _score_against_label(
-    completions: Sequence[Any], label: Sequence[Any], judge: Callable[[str, str], bool]
+    completions: Sequence[Any], label: Sequence[Any], judge: Callable[..., bool], *per_row: Sequence[Any]
 ) -> list[float | None]:
-    """1.0/0.0 per completion from ``judge(text, gold)``; None where the row has no gold label."""
+    """1.0/0.0 per completion from ``judge(text, gold, *row_values)``; None where the row has no gold label.
+
+    ``per_row`` are further columns, one value per completion, passed to ``judge`` after the gold label.
+    """
     scores: list[float | None] = []
-    for completion, gold_label in zip(completions, label, strict=True):
+    for completion, gold_label, *values in zip(completions, label, *per_row, strict=True):
         gold = _gold(gold_label)
-        scores.append(None if gold is None else float(judge(completion_text(completion), gold)))
+        scores.append(None if gold is None else float(judge(completion_text(completion), gold, *values)))
     return scores
 
 
@@ -139,11 +142,7 @@ def cls_contains(
             return False
         return _names_only_gold(blocks[0] if blocks else text, gold, names)
 
-    scores: list[float | None] = []
-    for completion, gold_label, names in zip(completions, label, candidates, strict=True):
-        gold = _gold(gold_label)
-        scores.append(None if gold is None else float(judge(completion_text(completion), gold, names)))
-    return scores
+    return _score_against_label(completions, label, judge, candidates)
 
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")

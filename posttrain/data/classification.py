@@ -60,7 +60,7 @@ def _row_rng(seed: int, *parts: Any) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big"))
 
 
-def _row_key(row: dict[str, Any], label_column: str) -> str:
+def _row_key(row: dict[str, Any]) -> str:
     """What identifies a row for seeding: its text-like columns, and a digest of each image's pixels.
 
     Without the images, every image of a class would share one key (the label is often the only text), so
@@ -150,7 +150,7 @@ def build_classification(splits: DatasetDict, data, *, train_split: str = "train
     def annotate(row: dict[str, Any], split_name: str) -> dict[str, Any]:
         gold = normalize_label(row[column], norm)
         group = groups[gold]
-        rng = _row_rng(data.class_seed, split_name, _row_key(row, column))
+        rng = _row_rng(data.class_seed, split_name, _row_key(row))
         names = candidates_for(gold, pools[group], counts[group], rng)
         return {"label": gold, "classes": ", ".join(names), "class_group": group}
 
@@ -178,7 +178,7 @@ def _few_shot(split: Dataset, column: str, groups: dict[str, str], data) -> Data
     for index, row in enumerate(split):
         gold = normalize_label(row[column], data.underscores_to_spaces)
         if groups[gold] == "base":
-            order = hashlib.sha256(f"{data.class_seed}\x1f{_row_key(row, column)}".encode()).hexdigest()
+            order = hashlib.sha256(f"{data.class_seed}\x1f{_row_key(row)}".encode()).hexdigest()
             by_class[gold].append((order, index))
     short = {
         c: len(rows)
