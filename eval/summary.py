@@ -32,7 +32,7 @@ def _metrics(rows: list[dict], args) -> dict[str, Any]:
         sample_metrics(row["scores"][names[0]], row["answers"], _ks(args.n), threshold=args.threshold)
         for row in rows
     ]
-    metrics: dict[str, Any] = {"prompts": len(rows), **aggregate(per_prompt)}
+    metrics: dict[str, Any] = aggregate(per_prompt)  # "prompts" included
     for name in names:
         values = [s for row in rows for s in row["scores"][name] if s is not None]
         metrics[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
