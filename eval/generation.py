@@ -13,11 +13,21 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def render_prompt(tokenizer, prompt: Any) -> str:
-    """Chat messages through the chat template (with the assistant turn opened), strings unchanged."""
+def render_prompt(tokenizer, prompt: Any, response_prefix: str | None = None) -> str:
+    """Chat messages through the chat template (with the assistant turn opened and ``response_prefix``
+    written into it), strings unchanged (a raw prompt already ends with its prefix)."""
     if isinstance(prompt, str):
         return prompt
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return rendered + (response_prefix or "")
+
+
+def render_prompts(tokenizer, dataset, indices: Sequence[int] | None = None) -> list[str]:
+    """The rendered prompts of a formatted dataset's rows, each with its row's ``response_prefix``."""
+    indices = range(len(dataset)) if indices is None else indices
+    prefixes = dataset["response_prefix"] if "response_prefix" in dataset.column_names else None
+    prompts = dataset["prompt"]
+    return [render_prompt(tokenizer, prompts[i], prefixes[i] if prefixes else None) for i in indices]
 
 
 def generate_greedy(

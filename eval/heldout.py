@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from eval.generation import generate_greedy
+from eval.generation import generate_greedy, render_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,12 @@ def score_heldout(
     """Mean of ``metric`` over greedy completions of ``dataset['prompt']`` (None scores are excluded)."""
     prompts = dataset["prompt"]
     completions = generate_greedy(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
+        model,
+        tokenizer,
+        render_prompts(tokenizer, dataset),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        desc=desc,
     )
     columns = {k: dataset[k] for k in dataset.column_names if k != "prompt"}
     scores = metric(prompts=prompts, completions=completions, **columns)

@@ -19,7 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from eval.engines import Sampling, make_engine
-from eval.generation import render_prompt
+from eval.generation import render_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def evaluate_model(
             limit = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 2048))
         else:  # an engine around a model already in memory (the training callback)
             tokenizer, limit = engine.tokenizer, engine.context_length()
-        prompts = [render_prompt(tokenizer, dataset[i]["prompt"]) for i in todo]
+        prompts = render_prompts(tokenizer, dataset, todo)
         _check_context(tokenizer, prompts, limit, args.max_new_tokens)
         if engine is None:
             try:

@@ -89,6 +89,14 @@ class DataArguments:
             "help": "'chat': conversational messages rendered by the chat template; 'raw': plain text."
         },
     )
+    response_prefix: str = field(
+        default="",
+        metadata={
+            "help": "Text every generated answer starts with, e.g. '<think>': the model continues from it (it "
+            "opens the assistant turn), and rewards, the held-out check and evaluation score it as part of the "
+            "answer. Generating methods only; SFT puts it in completion_template."
+        },
+    )
 
     image_column: str | None = field(
         default=None,

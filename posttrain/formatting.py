@@ -84,9 +84,19 @@ def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
     """Add ``prompt`` (and ``completion`` for SFT) columns; keep the others for rewards and judges.
 
     With ``image_column`` set, that column is exposed as ``image`` (or ``images``); raw prompts are refused.
+    With ``response_prefix`` set, each row gets it as a ``response_prefix`` column (rewards put it back in
+    front of the completion); a raw prompt ends with it, a chat prompt gets it from the chat template
+    (:func:`prefixed_chat_template`) or from :func:`eval.generation.render_prompt`.
     """
     check_image_prompts(data)
-    templated = bool(data.prompt_template or (kind == "sft" and data.completion_template))
+    if data.response_prefix and kind != "grpo":
+        raise ValueError(
+            "response_prefix is for methods that generate their answers; for SFT, start completion_template "
+            "with it instead."
+        )
+    templated = bool(
+        data.prompt_template or (kind == "sft" and data.completion_template) or data.response_prefix
+    )
     # Read only the templates' columns: ``format(**row)`` would decode every image of the split for nothing.
     reads = template_columns(data.prompt_template) | template_columns(data.completion_template)
 
@@ -95,6 +105,10 @@ def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
         out = {}
         if data.prompt_template:
             out["prompt"] = _user_turn(data, data.prompt_template.format(**values))
+        if data.response_prefix:
+            out["response_prefix"] = data.response_prefix
+            if data.prompt_format == "raw":
+                out["prompt"] = out.get("prompt", row.get("prompt", "")) + data.response_prefix
         if kind == "sft" and data.completion_template:
             text = data.completion_template.format(**values)
             out["completion"] = (
@@ -124,3 +138,38 @@ def format_dataset(
             require_columns(split, [data.image_column], what=f"image_column (split {name!r})")
         require_columns(split, sorted(needed), what=f"{what or 'the recipe'} (split {name!r})")
     return DatasetDict({name: format_split(split, data, kind) for name, split in dataset.items()})
+
+
+_PROBE_CONVERSATION = [{"role": "user", "content": "Which intent is this request?"}]
+
+
+def prefixed_chat_template(processing_class, prefix: str) -> str:
+    """The processing class's chat template, with every assistant turn it opens starting with ``prefix``.
+
+    ``add_generation_prompt`` then renders exactly what ``continue_final_message`` would render for a last
+    assistant message holding ``prefix``; this is checked on a probe conversation, and a template it does not
+    hold for is refused with an error naming ``response_prefix``.
+    """
+    template = getattr(processing_class, "chat_template", None)
+    if not isinstance(template, str) or not template:
+        raise ValueError(
+            "response_prefix with chat prompts needs a single chat template on the tokenizer; this one has "
+            f"{'none' if not template else 'several'}. Use prompt_format: raw, or a model with a chat template."
+        )
+    if "{% endraw %}" in prefix:
+        raise ValueError("response_prefix cannot contain '{% endraw %}'.")
+    extended = template + "{% if add_generation_prompt %}{% raw %}" + prefix + "{% endraw %}{% endif %}"
+    render = processing_class.apply_chat_template
+    expected = render(
+        _PROBE_CONVERSATION + [{"role": "assistant", "content": prefix}],
+        tokenize=False,
+        continue_final_message=True,
+    )
+    got = render(_PROBE_CONVERSATION, tokenize=False, add_generation_prompt=True, chat_template=extended)
+    if got != expected:
+        raise ValueError(
+            f"response_prefix {prefix!r}: this model's chat template does not end its generation prompt where "
+            f"the assistant's answer starts (rendered {got[-80:]!r}, expected {expected[-80:]!r}). Use "
+            "prompt_format: raw and write the prompt's markup yourself."
+        )
+    return extended

@@ -19,7 +19,7 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from posttrain.data import load_dataset_for
-from posttrain.formatting import format_dataset, format_split
+from posttrain.formatting import format_dataset, format_split, prefixed_chat_template
 from posttrain.methods import StageContext
 from posttrain.models import load_model, load_tokenizer, peft_config
 from posttrain.plots import plot_training_curves
@@ -229,6 +229,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
         test_data = format_split(test, recipe.data, "grpo")
 
     tokenizer = load_tokenizer(recipe.model, padding_side="left" if method.kind == "grpo" else "right")
+    prefixed_template = None
+    if recipe.data.response_prefix and recipe.data.prompt_format == "chat":
+        prefixed_template = prefixed_chat_template(tokenizer, recipe.data.response_prefix)
     model = load_model(recipe.model, image_column=recipe.data.image_column)
     for stage in method.data_stages:
         train_data = stage(
@@ -260,6 +263,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if method.kind == "grpo":
         kwargs["reward_funcs"] = reward_funcs
     trainer = method.trainer_class(**kwargs)
+    if prefixed_template is not None:
+        # TRL renders chat prompts with `trainer.chat_template` when set; the tokenizer saved with the
+        # model keeps its own template.
+        if not hasattr(trainer, "chat_template"):
+            raise RuntimeError(f"{type(trainer).__name__} has no chat_template to open answers with.")
+        trainer.chat_template = prefixed_template
     if evaluation is not None and recipe.recipe.evaluation_on_save:
         if world_size == 1:
             from eval.callback import CheckpointEvalCallback

@@ -6,6 +6,10 @@ completion, ``None`` meaning "this reward does not apply". :func:`checked_reward
 that a broken return value or an exception fails with a message naming the reward and the sample,
 or, with ``on_error="none"``, scores only the failing samples ``None`` and counts them so that the
 trainer can log ``rewards/<name>/errors`` (see :func:`pop_error_counts`).
+
+A recipe's ``response_prefix`` (the start of the answer, written into the prompt so that the model
+continues from it) reaches rewards as the dataset column ``response_prefix``; the wrapper puts it back in
+front of each completion, so every reward scores the answer whole.
 """
 
 from __future__ import annotations
@@ -78,6 +82,44 @@ def completion_text(completion: Any) -> str:
                 return _content_text(message.get("content"))
         return ""
     raise TypeError(f"a completion must be a string or a list of messages, got {type(completion).__name__}")
+
+
+def with_response_prefix(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Reward arguments with each row's ``response_prefix`` column put in front of its completion.
+
+    Conversational completions get it in front of their first assistant message's text. Without the column
+    (or with empty prefixes) the arguments are returned unchanged.
+    """
+    prefixes = kwargs.get("response_prefix")
+    completions = kwargs.get("completions")
+    if (
+        not isinstance(prefixes, list | tuple)
+        or not any(prefixes)
+        or not isinstance(completions, list | tuple)
+    ):
+        return kwargs
+    if len(prefixes) != len(completions):
+        raise RewardContractError(
+            f"{len(prefixes)} response_prefix values for {len(completions)} completions; expected one per completion"
+        )
+    return {**kwargs, "completions": [_prefixed(c, p) for c, p in zip(completions, prefixes, strict=True)]}
+
+
+def _prefixed(completion: Any, prefix: str | None) -> Any:
+    if not prefix:
+        return completion
+    if isinstance(completion, str):
+        return prefix + completion
+    messages = [dict(m) if isinstance(m, Mapping) else m for m in completion]
+    for message in messages:
+        if isinstance(message, dict) and message.get("role", "assistant") == "assistant":
+            content = message.get("content")
+            if isinstance(content, str) or content is None:
+                message["content"] = prefix + (content or "")
+            else:
+                message["content"] = [{"type": "text", "text": prefix}, *content]
+            break
+    return messages
 
 
 def _content_text(content: Any) -> str:
@@ -220,6 +262,7 @@ class CheckedReward:
         return f"{type(self).__name__}({self.__name__!r}, on_error={self.on_error!r})"
 
     def __call__(self, **kwargs: Any) -> list[float | None]:
+        kwargs = with_response_prefix(kwargs)
         completions = self._completions(kwargs)
         try:
             output = self.func(**kwargs)
@@ -346,6 +389,7 @@ class AsyncCheckedReward(CheckedReward):
     """:class:`CheckedReward` for an ``async`` reward; TRL awaits it on its event-loop thread."""
 
     async def __call__(self, **kwargs: Any) -> list[float | None]:  # type: ignore[override]
+        kwargs = with_response_prefix(kwargs)
         completions = self._completions(kwargs)
         try:
             output = await self.func(**kwargs)
