@@ -183,8 +183,20 @@ def validate_recipe(recipe: Recipe) -> None:
         errors.append(
             "model_name_or_path is required (e.g. 'smollm2-135m-instruct', a local path or a hub id)."
         )
+    model_path = Path(recipe.model.model_name_or_path or ".")
+    if not model_path.exists() and model_path.parent != Path(".") and model_path.parent.is_dir():
+        errors.append(
+            f"model_name_or_path {str(model_path)!r} does not exist, though its folder {str(model_path.parent)!r} "
+            "does: if another recipe writes it (a warm start), train that one first."
+        )
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         errors.append("load_in_4bit (QLoRA) trains adapters only: also set use_peft: true.")
+
+    if recipe.data.response_prefix and recipe.method.kind != "grpo":
+        errors.append(
+            f"response_prefix is for methods that generate their answers, not {recipe.method.name!r}: start "
+            "completion_template with it instead."
+        )
 
     args = recipe.trainer
     if recipe.method.kind == "grpo":

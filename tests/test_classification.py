@@ -79,6 +79,15 @@ def test_candidate_order_is_shuffled_by_seed_and_stable_for_a_row():
     )
 
 
+def test_random_class_is_a_seeded_candidate_that_ignores_the_label():
+    rows = _build(num_classes=5, class_seed=0)["test"]  # 5 classes x 6 rows
+    assert all(row["random_class"] in row["classes"].split(", ") for row in rows)
+    assert rows["random_class"] == _build(num_classes=5, class_seed=0)["test"]["random_class"]
+    hits = sum(row["random_class"] == row["label"] for row in rows)
+    assert hits < len(rows) / 2  # the gold class about 1 time in 5, not every time
+    assert len(set(rows["random_class"])) == 5
+
+
 def test_base_to_new_splits_classes_disjointly():
     built = _build(8, base_to_new=True)
     base = {r["label"] for r in built["test"] if r["class_group"] == "base"}

@@ -28,8 +28,23 @@ def run(recipe: str, model: Path, out: Path, extra: list[str]) -> dict:
         ("think_intent_cpu.yaml", ["cls_format", "cls_accuracy", "cls_tags", "cls_contains"]),
     ],
 )
-def test_grpo_recipe_trains_on_classification_prompts(recipe, rewards, tiny_model, offline_cache, tmp_path):
+def test_grpo_recipe_trains_on_classification_prompts(
+    recipe, rewards, tiny_model, offline_cache, tmp_path, monkeypatch
+):
+    from trl import GRPOTrainer
+
+    rendered: list[str] = []
+    tokenize = GRPOTrainer._tokenize_prompts
+
+    def recording(self, prompts):
+        ids, *rest = tokenize(self, prompts)
+        rendered.extend(self.processing_class.batch_decode(ids))
+        return (ids, *rest)
+
+    monkeypatch.setattr(GRPOTrainer, "_tokenize_prompts", recording)
     results = run(recipe, tiny_model, tmp_path, SMALL_GRPO)
+    prefix = "<think>" if recipe.startswith("think") else ""
+    assert rendered and all(text.endswith("<|im_start|>assistant\n" + prefix) for text in rendered)
     logged = results["log_history"][0]
     assert {f"rewards/{name}/mean" for name in rewards} <= set(logged)
     assert "frac_reward_zero_std" in logged
@@ -41,6 +56,8 @@ def test_grpo_recipe_trains_on_classification_prompts(recipe, rewards, tiny_mode
         assert row["label"] in intents
         assert row["label"] in row["classes"].split(", ")
         assert set(row["rewards"]) == set(rewards)
+        if prefix:  # the rewards see the answer with its prefix: the opening tag counts
+            assert row["response_prefix"] == prefix and row["rewards"]["cls_tags"] >= 0.25
     assert "after" in results and results["after"]["metric"] == "cls_contains"
     assert (tmp_path / "adapter_model.safetensors").exists()
 
@@ -49,6 +66,35 @@ def test_sft_baseline_trains_on_the_same_prompts(tiny_model, offline_cache, tmp_
     results = run("sft_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
     assert results["train"]["train_loss"] > 0
     assert (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_format_warm_start_trains_on_label_free_demonstrations(tiny_model, offline_cache, tmp_path):
+    from posttrain.formatting import format_dataset
+    from posttrain.train import load_splits
+
+    recipe = load_recipe(
+        RECIPES / "think_warmstart_intent_cpu.yaml", ["--model_name_or_path", str(tiny_model)]
+    )
+    train_rows = format_dataset(load_splits(recipe), recipe.data, "sft")["train"]
+    raw = load_splits(recipe)["train"]
+    for row, source in zip(train_rows, raw, strict=True):
+        answer = row["completion"][0]["content"]
+        assert answer == (
+            f"<think> The request asks: {source['text']} </think> <answer> {source['random_class']} </answer>"
+        )
+    # Random, not the gold: over 28 rows and 7 classes the answer is mostly another class.
+    assert sum(s["random_class"] == s["label"] for s in raw) < len(raw) / 2
+
+    results = run("think_warmstart_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
+    assert results["train"]["train_loss"] > 0 and results["after"]["metric"] == "cls_format"
+    assert (tmp_path / "model.safetensors").exists()  # a full model, for the thinking recipe to start from
+
+
+def test_thinking_recipe_without_its_warm_start_names_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(RecipeError, match="cls_rl-think-warmstart-intent-cpu.*train that one first"):
+        load_recipe(RECIPES / "think_intent_cpu.yaml")
 
 
 def test_cls_rl_without_a_label_column_is_refused(tmp_path):

@@ -1,6 +1,6 @@
 """Few-shot classification prompts from any labelled dataset (CLS-RL's data builder).
 
-Given a dataset with a label column, :func:`build_classification` returns the same splits with three new
+Given a dataset with a label column, :func:`build_classification` returns the same splits with four new
 columns that a prompt template and the classification rewards read:
 
 - ``label``: the gold class name, normalised (``golden_retriever`` -> ``golden retriever`` by default). A
@@ -10,7 +10,9 @@ columns that a prompt template and the classification rewards read:
   (30) classes, otherwise ``candidate_fraction`` (40%) of them, never more than ``candidate_max`` (100);
 - ``class_group``: ``"base"`` or ``"new"``. Training keeps base classes only; test rows of new classes are
   scored against new-class candidates, so base and new accuracy can be reported apart
-  (``group_by: class_group`` in an evaluation).
+  (``group_by: class_group`` in an evaluation);
+- ``random_class``: one of the row's candidates drawn at random, independent of the label: for answer-format
+  demonstrations that teach no class (the thinking CLS-RL recipe's format warm start).
 
 The training split can be cut to ``shots_per_class`` rows per class. Every random choice is keyed by
 ``class_seed`` and the row itself, never by the order rows are visited, so training, the held-out check and
@@ -152,7 +154,9 @@ def build_classification(splits: DatasetDict, data, *, train_split: str = "train
         group = groups[gold]
         rng = _row_rng(data.class_seed, split_name, _row_key(row))
         names = candidates_for(gold, pools[group], counts[group], rng)
-        return {"label": gold, "classes": ", ".join(names), "class_group": group}
+        # Drawn after the candidate list, so adding it left every existing prompt unchanged.
+        pick = rng.choice(names)
+        return {"label": gold, "classes": ", ".join(names), "class_group": group, "random_class": pick}
 
     built = {}
     for name, split in splits.items():
