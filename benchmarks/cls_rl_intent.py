@@ -2,11 +2,12 @@
 
     python benchmarks/cls_rl_intent.py [--seed 42] [--out outputs/cls_rl_intent] [--engine hf]
 
-Trains the three recipes of ``recipes/cls_rl/`` (embedded SmolLM2-135M-Instruct, LoRA, 7 intents x 4 shots),
+Trains the three recipes of ``recipes/cls_rl/`` (embedded SmolLM2-135M-Instruct, LoRA, 7 intents x 4 shots;
+CLS-RL after its label-free format warm start),
 then evaluates the base model and the three adapters with ``posttrain eval`` on the held-out intent test split
 (every row not among the shots' split) and, for the "free lunch" check, on 100 Amazon fine-food reviews
 (great / other) that no model trained on. Each model is evaluated with the prompt it was trained with; the
-zero-shot model with the no-thinking prompt. Greedy decoding.
+zero-shot model with both prompts. Greedy decoding.
 
 Prints and writes ``table.md`` and ``table.json``: accuracy under the paper's lenient metric (gold class
 named, no other candidate named) and under the strict training reward (exact class name; for the thinking
@@ -31,6 +32,8 @@ RECIPES = {
     "CLS-RL": ("recipes/cls_rl/think_intent_cpu.yaml", "think"),
     "No-Thinking-CLS-RL": ("recipes/cls_rl/nothink_intent_cpu.yaml", "nothink"),
 }
+# Trained first, and the recipe then starts from the model it saves (its time counts in the recipe's).
+WARM_STARTS = {"CLS-RL": "recipes/cls_rl/think_warmstart_intent_cpu.yaml"}
 EVALS = {
     ("intent", "nothink"): "recipes/eval/cls_intent_nothink.yaml",
     ("intent", "think"): "recipes/eval/cls_intent_think.yaml",
@@ -44,12 +47,15 @@ PAPER_REWARDS = {"CLS-RL": ("cls_format", "cls_accuracy"), "No-Thinking-CLS-RL":
 logger = logging.getLogger("benchmark")
 
 
-def train_recipe(path: str, out: Path, seed: int) -> dict:
+def train_recipe(path: str, out: Path, seed: int, model: Path | None = None) -> dict:
     """Train one recipe (no held-out check: the evaluation below scores every model alike)."""
     from posttrain.recipe import load_recipe
     from posttrain.train import train
 
-    recipe = load_recipe(REPO / path, ["--output_dir", str(out), "--seed", str(seed)])
+    overrides = ["--output_dir", str(out), "--seed", str(seed)]
+    if model is not None:
+        overrides += ["--model_name_or_path", str(model)]
+    recipe = load_recipe(REPO / path, overrides)
     recipe.recipe.heldout_metric = None
     start = time.perf_counter()
     results = train(recipe)
@@ -58,7 +64,7 @@ def train_recipe(path: str, out: Path, seed: int) -> dict:
     return results
 
 
-def evaluate(eval_yaml: str, adapter: Path | None, out: Path, engine: str) -> dict:
+def evaluate(eval_yaml: str, model: Path | None, adapter: Path | None, out: Path, engine: str) -> dict:
     from eval.runner import EvalArguments, run_eval
     from posttrain.configs import DataArguments
     from posttrain.recipe import parse_dataclasses, read_yaml
@@ -68,6 +74,8 @@ def evaluate(eval_yaml: str, adapter: Path | None, out: Path, engine: str) -> di
     args = dataclasses.replace(
         args, adapter_path=str(adapter) if adapter else None, engine=engine, output_dir=str(out)
     )
+    if model is not None:
+        args = dataclasses.replace(args, model_name_or_path=str(model))
     (summary,) = run_eval(args, data, base_dir=path.parent).values()
     return summary
 
@@ -98,10 +106,17 @@ def plot_training(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.8))
     for name, history in histories.items():
         steps = [h for h in history if "reward" in h]
         left.plot([h["step"] for h in steps], [h["reward"] for h in steps], marker=".", label=name)
+        strict = f"rewards/{STRICT[RECIPES[name][1]]}/mean"
+        middle.plot(
+            [h["step"] for h in steps],
+            [h[strict] for h in steps],
+            marker=".",
+            label=f"{name} ({strict[8:-5]})",
+        )
         line = right.plot(
             [h["step"] for h in steps], [h["frac_reward_zero_std"] for h in steps], marker=".", label=name
         )[0]
@@ -114,8 +129,11 @@ def plot_training(
             label=f"{name}, paper rewards only",
         )
     left.set(xlabel="step", ylabel="mean reward (weighted sum)", title="Reward")
+    middle.set(
+        xlabel="step", ylabel="mean over the step's completions", title="Accuracy reward", ylim=(-0.05, 1.05)
+    )
     right.set(xlabel="step", ylabel="share of groups", title="frac_reward_zero_std", ylim=(-0.05, 1.05))
-    for ax in (left, right):
+    for ax in (left, middle, right):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -135,28 +153,50 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    trained: dict[str, dict] = {}
-    for name, (recipe, _) in RECIPES.items():
+    def trained_run(name: str, recipe: str, model: Path | None = None) -> dict:
         saved = out / "train" / name / "results.json"
         if saved.exists():  # trained by an earlier invocation: delete the run's folder to train it again
             result = json.loads(saved.read_text())
             result["num_generations"] = yaml.safe_load((REPO / recipe).read_text()).get("num_generations")
             logger.info("%s: reusing the run in %s", name, saved.parent)
-        else:
-            result = train_recipe(recipe, out / "train" / name, args.seed)
+            return result
+        return train_recipe(recipe, out / "train" / name, args.seed, model)
+
+    trained: dict[str, dict] = {}
+    base_models: dict[str, Path] = {}
+    for name, (recipe, _) in RECIPES.items():
+        warm_seconds = 0.0
+        if name in WARM_STARTS:
+            base_models[name] = out / "train" / f"{name}-warmstart"
+            warm = trained_run(base_models[name].name, WARM_STARTS[name])
+            warm_seconds = warm["train"]["train_runtime"]
+        result = trained_run(name, recipe, base_models.get(name))
         trained[name] = {
-            "train_seconds": result["train"]["train_runtime"],
+            "train_seconds": warm_seconds + result["train"]["train_runtime"],
+            "warm_start_seconds": warm_seconds,
             "log_history": result["log_history"],
             "group_size": result["num_generations"],
         }
         logger.info("%s trained in %.0f s", name, trained[name]["train_seconds"])
 
     rows = []
-    for name, prompt in [("zero-shot", "nothink"), *((n, p) for n, (_, p) in RECIPES.items())]:
+    # Controls: the base model with each prompt, and each warm start alone (what GRPO started from).
+    models = [("zero-shot", "nothink", None), ("zero-shot, thinking prompt", "think", None)]
+    models += [(f"{n} warm start only", RECIPES[n][1], n) for n in WARM_STARTS]
+    models += [(n, p, n) for n, (_, p) in RECIPES.items()]
+    for name, prompt, run in models:
         adapter = out / "train" / name if name in trained else None
         row = {"model": name, "prompt": prompt, "train_seconds": trained.get(name, {}).get("train_seconds")}
+        if name not in trained and run in trained:
+            row["train_seconds"] = trained[run]["warm_start_seconds"]
         for dataset in ("intent", "amazon"):
-            summary = evaluate(EVALS[(dataset, prompt)], adapter, out / "eval" / dataset / name, args.engine)
+            summary = evaluate(
+                EVALS[(dataset, prompt)],
+                base_models.get(run),
+                adapter,
+                out / "eval" / dataset / name,
+                args.engine,
+            )
             row[f"{dataset}_lenient"] = summary["mean_reward/cls_contains"]
             row[f"{dataset}_strict"] = summary[f"mean_reward/{STRICT[prompt]}"]
             row[f"{dataset}_prompts"] = summary["prompts"]
@@ -184,6 +224,11 @@ def main() -> None:
         "Lenient: the gold class named and no other candidate; strict: the exact class name "
         "(CLS-RL: the exact `<answer>`)."
     )
+    for name, recipe in WARM_STARTS.items():
+        lines.append(
+            f"{name}'s training time includes its format warm start ({recipe}): "
+            f"{trained[name]['warm_start_seconds']:.0f} s."
+        )
     (out / "table.json").write_text(json.dumps(rows, indent=2))
     rl = ("CLS-RL", "No-Thinking-CLS-RL")
     unshaped = {

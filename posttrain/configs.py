@@ -111,8 +111,9 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Turns rows into classification prompts: the gold class is read from this column and "
-            "written to 'label', each row gets a shuffled candidate list in 'classes' (always holding the gold) "
-            "and its class group ('base' or 'new') in 'class_group'. Use {classes} in prompt_template."
+            "written to 'label', each row gets a shuffled candidate list in 'classes' (always holding the gold), "
+            "its class group ('base' or 'new') in 'class_group', and a candidate drawn at random, independent of "
+            "the label, in 'random_class'. Use {classes} in prompt_template."
         },
     )
     shots_per_class: int | None = field(
