@@ -30,12 +30,28 @@ GRPO_BASE = {
 }
 
 
+# Where each shipped recipe writes its model: a recipe may start from another's (a warm start).
+OUTPUT_DIRS = {yaml.safe_load(p.read_text()).get("output_dir"): p for p in RECIPES}
+
+
 def cpu_overrides(path: Path) -> list[str]:
-    """GPU-sized recipes ask for bf16 on GPUs; on a CPU-only machine validate everything else on the CPU."""
+    """GPU-sized recipes ask for bf16 on GPUs; on a CPU-only machine validate everything else on the CPU.
+
+    A recipe that starts from another shipped recipe's output is validated on the embedded model, which that
+    output is trained from: whether the output exists depends on what ran on this machine before.
+    """
     import torch
 
     config = yaml.safe_load(path.read_text())
-    return ["--use_cpu", "true"] if config.get("bf16") and not torch.cuda.is_available() else []
+    overrides = ["--use_cpu", "true"] if config.get("bf16") and not torch.cuda.is_available() else []
+    if config.get("model_name_or_path") in OUTPUT_DIRS:
+        overrides += ["--model_name_or_path", "smollm2-135m-instruct"]
+    return overrides
+
+
+def test_a_recipe_that_starts_from_another_names_a_shipped_output():
+    think = yaml.safe_load((REPO / "recipes" / "cls_rl" / "think_intent_cpu.yaml").read_text())
+    assert OUTPUT_DIRS[think["model_name_or_path"]].name == "think_warmstart_intent_cpu.yaml"
 
 
 def write(tmp_path: Path, config: dict, name: str = "recipe.yaml") -> Path:
