@@ -18,8 +18,10 @@ def render_prompt(tokenizer, prompt: Any, response_prefix: str | None = None) ->
     written into it), strings unchanged (a raw prompt already ends with its prefix)."""
     if isinstance(prompt, str):
         return prompt
-    rendered = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return rendered + (response_prefix or "")
+    if response_prefix:
+        opened = [*prompt, {"role": "assistant", "content": response_prefix}]
+        return tokenizer.apply_chat_template(opened, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
 def render_prompts(tokenizer, dataset, indices: Sequence[int] | None = None) -> list[str]:

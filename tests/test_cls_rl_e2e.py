@@ -75,8 +75,9 @@ def test_format_warm_start_trains_on_label_free_demonstrations(tiny_model, offli
     recipe = load_recipe(
         RECIPES / "think_warmstart_intent_cpu.yaml", ["--model_name_or_path", str(tiny_model)]
     )
-    train_rows = format_dataset(load_splits(recipe), recipe.data, "sft")["train"]
-    raw = load_splits(recipe)["train"]
+    splits = load_splits(recipe)
+    train_rows = format_dataset(splits, recipe.data, "sft")["train"]
+    raw = splits["train"]
     for row, source in zip(train_rows, raw, strict=True):
         answer = row["completion"][0]["content"]
         assert answer == (
