@@ -20,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 class CheckpointEvalCallback(TrainerCallback):
-    def __init__(self, eval_args: EvalArguments, data_args, base_dir: Path | None = None):
+    def __init__(self, eval_args: EvalArguments, data_args, builder_args=None, base_dir: Path | None = None):
         self.eval_args = eval_args
         self.data_args = data_args
+        self.builder_args = builder_args
         self.base_dir = base_dir
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
@@ -39,7 +40,9 @@ class CheckpointEvalCallback(TrainerCallback):
         )
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         engine = HFEngine("", seed=eval_args.seed, model=model, tokenizer=tokenizer)
-        (summary,) = run_eval(eval_args, self.data_args, base_dir=self.base_dir, engine=engine).values()
+        (summary,) = run_eval(
+            eval_args, self.data_args, self.builder_args, base_dir=self.base_dir, engine=engine
+        ).values()
         headline = {
             f"eval/{k}": v
             for k, v in summary.items()

@@ -20,6 +20,11 @@ from tqdm.auto import tqdm
 
 from eval.engines import Sampling, make_engine
 from eval.generation import render_prompts
+from posttrain.configs import DataArguments
+from posttrain.data import load_dataset_for, require_columns
+from posttrain.formatting import format_split, template_columns
+from posttrain.parsing import data_sections, parse_dataclasses
+from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger(__name__)
 
@@ -299,15 +304,28 @@ def evaluate_model(
     return summary
 
 
-def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=None) -> dict[str, dict]:
-    """Evaluate every model named by ``args`` on the dataset described by ``data`` (DataArguments).
+def parse_evaluation(
+    config: dict[str, Any], overrides: list[str], where: str
+) -> tuple[EvalArguments, DataArguments, Any]:
+    """An evaluation's sections from its YAML and flags: EvalArguments, DataArguments and the fields of its data
+    builder (None without one)."""
+    types = (EvalArguments, *data_sections(config, overrides, None))
+    eval_args, data_args, *builder = parse_dataclasses(config, overrides, types, where)
+    return eval_args, data_args, builder[0] if builder else None
+
+
+def run_eval(
+    args: EvalArguments,
+    data: DataArguments,
+    builder_args: Any = None,
+    base_dir: Path | None = None,
+    engine=None,
+) -> dict[str, dict]:
+    """Evaluate every model named by ``args`` on the dataset described by ``data`` and its data builder's
+    fields ``builder_args``.
 
     ``engine`` replaces loading each model (one model only): the training callback passes the live policy.
     """
-    from posttrain.data import load_dataset_for, require_columns
-    from posttrain.formatting import format_split, template_columns
-    from rewards.registry import load_reward_functions, reward_required_columns
-
     specs = model_specs(args)
     if engine is not None and len(specs) > 1:
         raise ValueError("An engine passed in serves one model; name one model.")
@@ -316,7 +334,7 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=Non
     scorers, _ = load_reward_functions(list(args.scorers), base_dir=base_dir, on_error="raise")
     if data.image_column:  # the engines take text prompts only: the model would answer without the image
         raise ValueError("posttrain eval does not feed images yet; remove image_column from the evaluation.")
-    splits = load_dataset_for(data, train_split=data.dataset_train_split)
+    splits = load_dataset_for(data, builder_args)
     split = data.dataset_test_split
     if split not in splits:
         raise ValueError(f"Dataset {data.dataset_name!r} has no split {split!r}; it has {sorted(splits)}.")
@@ -329,7 +347,7 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=Non
     require_columns(dataset, sorted(needed), what="the prompt template and scorers")
     if args.max_samples is not None and args.max_samples < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(args.max_samples))
-    dataset = format_split(dataset, data, "grpo")
+    dataset = format_split(dataset, data)
 
     out = Path(args.output_dir)
     results = {}

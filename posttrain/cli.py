@@ -1,9 +1,17 @@
 """The `posttrain` command line.
 
 posttrain train RECIPE.yaml [--field value ...]     train (also under `accelerate launch -m posttrain`)
-posttrain validate RECIPE.yaml [--field value ...]  parse and check a recipe and its data, load no model
+posttrain validate RECIPE.yaml [--field value ...]  every check `train` runs before it loads a model
+posttrain stage RECIPE.yaml [--field value ...]     run the method's data stages only (resumable, sharded)
+posttrain eval [EVAL.yaml] [--field value ...]      batch evaluation
 posttrain prepare [--model NAME] [--dataset NAME]   build the offline caches (embedded model, datasets)
-posttrain datasets | rewards | methods              list what is registered
+posttrain datasets | rewards | methods | builders   list what is registered
+
+`posttrain train --help` (with a recipe or --method, that method's) lists every recipe field with its help;
+`posttrain eval --help` every evaluation field.
+
+The CLI is the top layer: it imports each command's modules when the command runs, so listing commands and
+--help start without loading the training stack.
 """
 
 from __future__ import annotations
@@ -14,29 +22,47 @@ import sys
 
 logger = logging.getLogger("posttrain")
 
+RECIPE_COMMANDS = ("train", "validate", "stage")
+
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from posttrain.recipe import load_recipe
     from posttrain.train import train
 
-    recipe = load_recipe(args.recipe, overrides)
-    train(recipe)
+    train(load_recipe(args.recipe, overrides))
     return 0
 
 
 def _validate(args: argparse.Namespace, overrides: list[str]) -> int:
-    import datasets
-
-    from posttrain.formatting import format_dataset
     from posttrain.recipe import load_recipe
-    from posttrain.train import load_recipe_rewards, load_splits
+    from posttrain.train import preflight
 
     recipe = load_recipe(args.recipe, overrides)
     if args.with_data:
-        _, needed = load_recipe_rewards(recipe)
-        raw = load_splits(recipe)
-        format_dataset(datasets.DatasetDict({"train": raw["train"]}), recipe.data, recipe.method.kind, needed)
-    logger.info("%s: OK (method %s)", args.recipe, recipe.method.name)
+        checks = preflight(recipe)
+        logger.info(
+            "%s: OK (method %s, %d training rows%s)",
+            args.recipe,
+            recipe.method.name,
+            len(checks.train["train"]),
+            f", {len(checks.test)} held-out rows" if checks.test is not None else "",
+        )
+    else:
+        logger.info(
+            "%s: recipe OK (method %s); data not checked (--no-data)", args.recipe, recipe.method.name
+        )
+    return 0
+
+
+def _stage(args: argparse.Namespace, overrides: list[str]) -> int:
+    from posttrain.recipe import load_recipe
+    from posttrain.stages import run_stages
+
+    recipe = load_recipe(args.recipe, overrides)
+    if not recipe.method.stages:
+        logger.error("Method %s has no data stages; nothing to run.", recipe.method.name)
+        return 2
+    run_stages(recipe)
     return 0
 
 
@@ -55,15 +81,16 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
 def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
-    from eval.runner import EvalArguments, run_eval
-    from posttrain.configs import DataArguments
-    from posttrain.recipe import parse_dataclasses, read_yaml
+    from eval.runner import parse_evaluation, run_eval
+    from posttrain.methods import discover_methods
+    from posttrain.parsing import read_yaml
 
+    discover_methods()  # methods register their data builders
     path = Path(args.config) if args.config else None
     config = read_yaml(path) if path else {}
     where = str(path) if path else "the command line"
-    eval_args, data_args = parse_dataclasses(config, overrides, (EvalArguments, DataArguments), where)
-    run_eval(eval_args, data_args, base_dir=path.parent if path else None)
+    eval_args, data_args, builder_args = parse_evaluation(config, overrides, where)
+    run_eval(eval_args, data_args, builder_args, base_dir=path.parent if path else None)
     return 0
 
 
@@ -102,6 +129,13 @@ def _list(args: argparse.Namespace, overrides: list[str]) -> int:
         for name, fn in sorted(registered_rewards().items()):
             doc = (fn.__doc__ or "").strip().splitlines()
             sys.stdout.write(f"{name:24s} {doc[0] if doc else ''}\n")
+    elif args.command == "builders":
+        from posttrain.data import registered_data_builders
+        from posttrain.methods import discover_methods
+
+        discover_methods()
+        for name, builder in sorted(registered_data_builders().items()):
+            sys.stdout.write(f"{name:24s} {builder.description}\n")
     else:
         from posttrain.methods import registered_methods
 
@@ -110,16 +144,57 @@ def _list(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def field_help(command: str, config_path: str | None, overrides: list[str]) -> str:
+    """Every field a recipe (or an evaluation) of this command takes, with its help string, by section."""
+    from pathlib import Path
+
+    from transformers import HfArgumentParser
+
+    from posttrain.configs import ModelConfig, RecipeArguments
+    from posttrain.methods import get_method
+    from posttrain.parsing import data_sections, peek, read_yaml
+
+    config = read_yaml(Path(config_path)) if config_path else {}
+    if command == "eval":
+        from eval.runner import EvalArguments
+        from posttrain.methods import discover_methods
+
+        discover_methods()
+        types = (EvalArguments, *data_sections(config, overrides, None))
+        title = "posttrain eval [EVAL.yaml] [--field value ...]"
+    else:
+        method = get_method(str(peek(config, overrides, "method", "grpo")))
+        types = (RecipeArguments, ModelConfig, *data_sections(config, overrides, method.data_builder))
+        types += (method.config_class,)
+        title = f"posttrain {command} RECIPE.yaml [--field value ...]  (fields of method {method.name!r})"
+    parser = HfArgumentParser(types, prog=title, add_help=False)
+    for action in parser._actions:
+        if action.help:  # argparse formats help with %-interpolation: a literal % must be doubled
+            action.help = action.help.replace("%", "%%")
+    return parser.format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posttrain", description="Post-training recipes for LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="Train a recipe; any recipe field can follow as --field value.")
+    p = sub.add_parser(
+        "train", help="Train a recipe; any recipe field can follow as --field value.", add_help=False
+    )
     p.add_argument("recipe")
     p.set_defaults(func=_train)
-    p = sub.add_parser("validate", help="Check a recipe (and its dataset columns) without loading a model.")
+    p = sub.add_parser(
+        "validate",
+        help="Run every check `train` runs before loading a model (recipe, rewards, data).",
+        add_help=False,
+    )
     p.add_argument("recipe")
     p.add_argument("--no-data", dest="with_data", action="store_false", help="Skip loading the dataset.")
     p.set_defaults(func=_validate)
+    p = sub.add_parser(
+        "stage", help="Run a method's data stages (resumable, sharded by rank).", add_help=False
+    )
+    p.add_argument("recipe")
+    p.set_defaults(func=_stage)
     p = sub.add_parser("eval", help="Evaluate models in bulk; any eval field can follow as --field value.")
     p.add_argument("config", nargs="?", help="Evaluation YAML (optional: fields may all come as flags).")
     p.set_defaults(func=_eval)
@@ -137,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="Embedded model name (repeatable).")
     p.add_argument("--dataset", action="append", help="Registered dataset name (repeatable).")
     p.set_defaults(func=_prepare)
-    for name in ("datasets", "rewards", "methods"):
+    for name in ("datasets", "rewards", "methods", "builders"):
         sub.add_parser(name, help=f"List registered {name}.").set_defaults(func=_list)
     return parser
 
@@ -145,21 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
-    if argv[:1] == ["eval"]:
-        # Every eval field is a flag, so only a first argument that is not a flag can be the YAML file.
-        has_config = len(argv) > 1 and not argv[1].startswith("-")
-        args = argparse.Namespace(command="eval", config=argv[1] if has_config else None, func=_eval)
-        overrides = argv[2:] if has_config else argv[1:]
-    else:
-        args, overrides = parser.parse_known_args(argv)
-    if args.command not in ("train", "validate", "serve", "eval") and overrides:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    from posttrain.recipe import RecipeError
+    from posttrain.parsing import RecipeError
 
+    command = argv[0] if argv else None
+    wants_help = any(a in ("-h", "--help") for a in argv[1:])
     try:
+        if command in (*RECIPE_COMMANDS, "eval") and wants_help:
+            rest = [a for a in argv[1:] if a not in ("-h", "--help")]
+            config = rest[0] if rest and not rest[0].startswith("-") else None
+            sys.stdout.write(field_help(command, config, rest[1:] if config else rest))
+            return 0
+        # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
+        if command == "eval":
+            # Every eval field is a flag, so only a first argument that is not a flag can be the YAML file.
+            has_config = len(argv) > 1 and not argv[1].startswith("-")
+            args = argparse.Namespace(command="eval", config=argv[1] if has_config else None, func=_eval)
+            overrides = argv[2:] if has_config else argv[1:]
+        else:
+            args, overrides = parser.parse_known_args(argv)
+        if args.command not in (*RECIPE_COMMANDS, "serve", "eval") and overrides:
+            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
         return args.func(args, overrides)
     except RecipeError as err:
         logger.error("%s", err)

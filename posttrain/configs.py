@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 
@@ -44,6 +45,13 @@ class RecipeArguments:
         metadata={
             "help": "An evaluation YAML (see recipes/eval/, path relative to the recipe) run on the trained model "
             "after training, with its results in <output_dir>/eval/final/."
+        },
+    )
+    stage_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the method's data stages write their datasets (one folder per stage, resumable); "
+            "default <output_dir>/stages."
         },
     )
     evaluation_on_save: bool = field(
@@ -106,62 +114,18 @@ class DataArguments:
         },
     )
 
-    # --- classification (CLS-RL's data builder; off unless label_column is set) ---
-    label_column: str | None = field(
+    data_builder: str | None = field(
         default=None,
         metadata={
-            "help": "Turns rows into classification prompts: the gold class is read from this column and "
-            "written to 'label', each row gets a shuffled candidate list in 'classes' (always holding the gold), "
-            "its class group ('base' or 'new') in 'class_group', and a candidate drawn at random, independent of "
-            "the label, in 'random_class'. Use {classes} in prompt_template."
-        },
-    )
-    shots_per_class: int | None = field(
-        default=None, metadata={"help": "k-shot: keep k training rows per class (seeded by class_seed)."}
-    )
-    class_names: list[str] = field(
-        default_factory=list,
-        metadata={"help": "All class names, in order; by default the sorted labels found in the data."},
-    )
-    base_classes: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Base-to-new split: train on these classes only; test rows of every other class form the "
-            "'new' group. Empty: all classes are base, unless base_to_new is set."
-        },
-    )
-    base_to_new: bool = field(
-        default=False,
-        metadata={
-            "help": "Base classes are the first half of class_names (the CoOp convention), the rest new."
-        },
-    )
-    candidate_fraction: float = field(
-        default=0.4, metadata={"help": "Share of a group's class names listed in each prompt (CLS-RL: 40%)."}
-    )
-    candidate_all_below: int = field(
-        default=30, metadata={"help": "List every class name when the group has fewer classes than this."}
-    )
-    candidate_max: int = field(default=100, metadata={"help": "Never list more class names than this."})
-    underscores_to_spaces: bool = field(
-        default=True, metadata={"help": "Class-name normalisation: 'golden_retriever' -> 'golden retriever'."}
-    )
-    class_seed: int = field(
-        default=0,
-        metadata={
-            "help": "Seed of the k-shot sample and the candidate lists (the same prompts in train and eval)."
+            "help": "A registered data builder that rewrites the loaded splits before prompts are formatted, with "
+            "its own fields (see `posttrain builders`), e.g. 'classification' (label_column, shots_per_class, ...). "
+            "A method may name a default one (cls_rl: classification)."
         },
     )
 
     def __post_init__(self) -> None:
         if self.prompt_format not in ("chat", "raw"):
             raise ValueError(f"prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}.")
-        if not 0.0 < self.candidate_fraction <= 1.0:
-            raise ValueError(f"candidate_fraction must be in (0, 1], got {self.candidate_fraction}.")
-        if self.shots_per_class is not None and self.shots_per_class < 1:
-            raise ValueError(f"shots_per_class must be at least 1, got {self.shots_per_class}.")
-        if self.candidate_max < 2:
-            raise ValueError(f"candidate_max must be at least 2, got {self.candidate_max}.")
 
 
 @dataclass
@@ -221,6 +185,19 @@ class SFTRecipeConfig(SFTConfig):
     """TRL's SFTConfig; the recipe layer adds nothing of its own yet, but methods subclass this."""
 
 
+@dataclass
+class RewardModelConfig(TrainingArguments):
+    """transformers' TrainingArguments for a regression reward model (one scalar per prompt and answer)."""
+
+    target_column: str = field(
+        default="reward",
+        metadata={"help": "Dataset column holding each row's outcome, the number the reward model learns."},
+    )
+    max_length: int = field(
+        default=512, metadata={"help": "Tokens per (prompt, answer) text; longer ones are cut from the left."}
+    )
+
+
 # Fields TRL has changed defaults for between releases: a GRPO recipe must set each one itself.
 GRPO_EXPLICIT_FIELDS = ("loss_type", "beta", "scale_rewards", "num_generations")
 
@@ -230,5 +207,6 @@ __all__ = [
     "GRPORecipeConfig",
     "ModelConfig",
     "RecipeArguments",
+    "RewardModelConfig",
     "SFTRecipeConfig",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable
+from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -36,12 +37,13 @@ def template_columns(template: str | None) -> set[str]:
     return names
 
 
-def required_columns(data: DataArguments, kind: str) -> set[str]:
-    """Columns the templates need; a dataset without templates must bring its own prompt (and completion)."""
+def required_columns(data: DataArguments, completion: bool) -> set[str]:
+    """Columns the templates need; a dataset without templates must bring its own prompt (and, when the
+    trainer learns from targets, its completion)."""
     needed = template_columns(data.prompt_template) | template_columns(data.completion_template)
     if not data.prompt_template:
         needed.add("prompt")
-    if kind == "sft" and not data.completion_template:
+    if completion and not data.completion_template:
         needed.add("completion")
     return needed
 
@@ -80,22 +82,33 @@ def _user_turn(data: DataArguments, text: str):
     return messages + [{"role": "user", "content": text}]
 
 
-def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
-    """Add ``prompt`` (and ``completion`` for SFT) columns; keep the others for rewards and judges.
+def format_split(
+    dataset: Dataset,
+    data: DataArguments,
+    *,
+    completion: bool = False,
+    keep: Iterable[str] | None = None,
+) -> Dataset:
+    """Add ``prompt`` (and, with ``completion``, a ``completion``) column.
+
+    Without ``completion`` (methods that generate their answers, evaluation) every other column stays, for
+    rewards and judges. With it (a trainer learning from targets), the split is cut to prompt, completion, the
+    image column and the columns named in ``keep`` (a method's per-row targets, e.g. a label its loss reads);
+    ``None`` keeps every column.
 
     With ``image_column`` set, that column is exposed as ``image`` (or ``images``); raw prompts are refused.
     With ``response_prefix`` set, each row gets it as a ``response_prefix`` column (rewards put it back in
     front of the completion); a raw prompt ends with it, a chat prompt gets it from the chat template
-    (:func:`prefixed_chat_template`) or from :func:`eval.generation.render_prompt`.
+    (:func:`prefixed_chat_template`) or from the generation service's ``render_prompt``.
     """
     check_image_prompts(data)
-    if data.response_prefix and kind != "grpo":
+    if data.response_prefix and completion:
         raise ValueError(
             "response_prefix is for methods that generate their answers; for SFT, start completion_template "
             "with it instead."
         )
     templated = bool(
-        data.prompt_template or (kind == "sft" and data.completion_template) or data.response_prefix
+        data.prompt_template or (completion and data.completion_template) or data.response_prefix
     )
     # Read only the templates' columns: ``format(**row)`` would decode every image of the split for nothing.
     reads = template_columns(data.prompt_template) | template_columns(data.completion_template)
@@ -109,7 +122,7 @@ def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
             out["response_prefix"] = data.response_prefix
             if data.prompt_format == "raw":
                 out["prompt"] = out.get("prompt", row.get("prompt", "")) + data.response_prefix
-        if kind == "sft" and data.completion_template:
+        if completion and data.completion_template:
             text = data.completion_template.format(**values)
             out["completion"] = (
                 text if data.prompt_format == "raw" else [{"role": "assistant", "content": text}]
@@ -121,23 +134,37 @@ def format_split(dataset: Dataset, data: DataArguments, kind: str) -> Dataset:
     if data.image_column:
         image = image_field(formatted, data.image_column)
         formatted = _expose_image(formatted, data.image_column)
-    # SFT tokenizes every remaining column's neighbours; keep only what it trains on.
-    if templated and kind == "sft":
-        formatted = formatted.select_columns(["prompt", "completion"] + ([image] if image else []))
+    # A target-learning trainer tokenizes what it is given; keep what it trains on and what the method asks for.
+    if templated and completion and keep is not None:
+        wanted = ["prompt", "completion"] + ([image] if image else [])
+        extra = [c for c in keep if c not in wanted]
+        missing = [c for c in extra if c not in formatted.column_names]
+        if missing:
+            raise ValueError(f"The method needs column(s) {missing}, which the dataset does not have.")
+        formatted = formatted.select_columns(wanted + extra)
     return formatted
 
 
 def format_dataset(
-    dataset: DatasetDict, data: DataArguments, kind: str, extra_columns: Iterable[str] = (), what: str = ""
+    dataset: DatasetDict,
+    data: DataArguments,
+    *,
+    completion: bool = False,
+    keep: Iterable[str] | None = None,
+    extra_columns: Iterable[str] = (),
+    what: str = "",
 ) -> DatasetDict:
-    """Check every split has the columns the templates and ``extra_columns`` (rewards) need, then format."""
+    """Check every split has the columns the templates and ``extra_columns`` (rewards) need, then format
+    (see :func:`format_split`)."""
     check_image_prompts(data)
-    needed = required_columns(data, kind) | set(extra_columns)
+    needed = required_columns(data, completion) | set(extra_columns) | set(keep or ())
     for name, split in dataset.items():
         if data.image_column:
             require_columns(split, [data.image_column], what=f"image_column (split {name!r})")
         require_columns(split, sorted(needed), what=f"{what or 'the recipe'} (split {name!r})")
-    return DatasetDict({name: format_split(split, data, kind) for name, split in dataset.items()})
+    return DatasetDict(
+        {name: format_split(split, data, completion=completion, keep=keep) for name, split in dataset.items()}
+    )
 
 
 _PROBE_CONVERSATION = [{"role": "user", "content": "Which intent is this request?"}]
@@ -173,3 +200,12 @@ def prefixed_chat_template(processing_class, prefix: str) -> str:
             "prompt_format: raw and write the prompt's markup yourself."
         )
     return extended
+
+
+def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
+    """One (prompt, answer) pair as the text a reward model reads: chat messages through the chat template,
+    plain strings joined. Training and scoring render pairs with this one function, so they always agree."""
+    if isinstance(prompt, str):
+        return prompt + (completion if isinstance(completion, str) else completion[0]["content"])
+    answer = completion if not isinstance(completion, str) else [{"role": "assistant", "content": completion}]
+    return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)

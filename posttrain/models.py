@@ -22,6 +22,9 @@ from posttrain.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
+# Written next to a saved reward model's weights, so that a reward spec can tell it is one.
+REWARD_MODEL_MARKER = "reward_model.json"
+
 
 @dataclass(frozen=True)
 class EmbeddedModel:
@@ -201,6 +204,36 @@ def load_model(model_args, *, image_column: str | None = None):
         return auto_class.from_pretrained(path, **kwargs)
     except OSError as err:
         raise _load_error(model_args, path, err) from err
+
+
+def load_reward_model(model_args):
+    """A causal LM's backbone with a one-output regression head (``AutoModelForSequenceClassification``).
+
+    The head is new (randomly initialised) when ``model_name_or_path`` is a causal LM, and kept when it is a
+    reward model saved earlier. Its pad token is set so that batches of several lengths can be scored.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    dtype = model_args.dtype
+    if dtype not in (None, "auto"):
+        dtype = getattr(torch, dtype)
+    config = model_config(model_args)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            revision=model_args.model_revision,
+            dtype=dtype,
+            num_labels=1,
+            problem_type="regression",
+        )
+    except OSError as err:
+        raise _load_error(model_args, path, err) from err
+    if model.config.pad_token_id is None:
+        eos = config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model
 
 
 def _load_error(model_args, path: str, err: OSError) -> OSError:

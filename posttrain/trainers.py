@@ -3,6 +3,7 @@
 - GRPO writes every completion, with its per-reward scores, to ``<output_dir>/completions/*.jsonl`` whatever
   tracker ``report_to`` names, and logs how many samples each reward failed to score.
 - SFT is TRL's trainer as is; a method with its own loss subclasses it and overrides ``compute_loss``.
+- A reward model is a regression head trained with transformers' Trainer on (prompt, answer, outcome) rows.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from accelerate.utils import gather_object
+from transformers import DataCollatorWithPadding, Trainer
 from trl import GRPOTrainer, SFTTrainer
 
+from posttrain.formatting import conversation_text
+from posttrain.models import REWARD_MODEL_MARKER
 from posttrain.rollout import configure_cpu_engine, cpu_server_client, enable_cpu_weight_sync, on_cpu
 from rewards.registry import pop_error_counts
 
@@ -107,3 +111,49 @@ class PosttrainGRPOTrainer(GRPOTrainer):
 
 class PosttrainSFTTrainer(SFTTrainer):
     """SFTTrainer; methods with their own loss subclass it and override ``compute_loss``."""
+
+
+class RewardRegressionTrainer(Trainer):
+    """transformers' Trainer for a regression reward model on (prompt, completion, outcome) rows.
+
+    Each pair is rendered with :func:`posttrain.formatting.conversation_text`, tokenized (cut from the left to
+    ``args.max_length``, so the answer's end is always seen) and paired with its outcome as a float label; the
+    model's regression head gives the mean squared error. The saved folder also gets ``reward_model.json`` so
+    that a reward spec can tell it is one.
+    """
+
+    def __init__(self, *, model, args, train_dataset, processing_class, eval_dataset=None, **kwargs):
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        tokenizer.truncation_side = "left"
+        target = args.target_column
+
+        def encode(row: dict[str, Any]) -> dict[str, Any]:
+            text = conversation_text(tokenizer, row["prompt"], row["completion"])
+            encoded = tokenizer(text, truncation=True, max_length=args.max_length, add_special_tokens=False)
+            return {**encoded, "labels": float(row[target])}
+
+        def prepare(dataset):
+            if dataset is None:
+                return None
+            return dataset.map(encode, remove_columns=dataset.column_names, desc="Tokenizing pairs")
+
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=prepare(train_dataset),
+            eval_dataset=prepare(eval_dataset),
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            **kwargs,
+        )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            target = Path(output_dir or self.args.output_dir)
+            marker = {
+                "kind": "regression_reward_model",
+                "target_column": self.args.target_column,
+                "max_length": self.args.max_length,
+            }
+            (target / REWARD_MODEL_MARKER).write_text(json.dumps(marker))

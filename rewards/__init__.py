@@ -7,7 +7,7 @@ the specs into checked functions and weights for ``GRPOTrainer``.
 
 Registered built-ins: ``numeric_answer``, ``numeric_answer_format`` (:mod:`rewards.math`) and
 ``cls_format``, ``cls_accuracy``, ``cls_equality``, ``cls_contains``
-(:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`).
+(:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`), ``reward_model`` (a saved reward model, :mod:`rewards.learned`).
 """
 
 # Importing the built-in modules registers their rewards.
@@ -27,6 +27,7 @@ from rewards.contract import (
     pop_error_counts,
     reward_required_columns,
 )
+from rewards.learned import reward_model
 from rewards.math import extract_final_number, numeric_answer, numeric_answer_format
 from rewards.qa import qa_contains
 from rewards.registry import (
@@ -60,5 +61,6 @@ __all__ = [
     "register_reward",
     "registered_rewards",
     "resolve_reward",
+    "reward_model",
     "reward_required_columns",
 ]

@@ -12,6 +12,7 @@ from eval.runner import EvalArguments, read_samples, run_eval
 from eval.summary import summarize_samples
 from posttrain.cli import main
 from posttrain.configs import DataArguments
+from posttrain.methods.cls_rl.config import ClassificationArguments
 
 TEMPLATE = "{question}\nGive the final number as '#### <number>'."
 
@@ -178,10 +179,10 @@ def test_classification_eval_reports_each_group(tiny_model, offline_cache, tmp_p
     """Base-to-new classification prompts built by the data builder, scored per class group."""
     data = DataArguments(
         dataset_name="intent_recognition",
-        label_column="label",
-        base_to_new=True,
+        data_builder="classification",
         prompt_template="{text}\nChoose one of: {classes}.",
     )
+    classes = ClassificationArguments(label_column="label", base_to_new=True)
     args = eval_args(
         tiny_model,
         tmp_path,
@@ -189,7 +190,7 @@ def test_classification_eval_reports_each_group(tiny_model, offline_cache, tmp_p
         answer_parser="text",
         group_by="class_group",
     )
-    summary = run_eval(args, data)[tiny_model.name]
+    summary = run_eval(args, data, classes)[tiny_model.name]
     rows = read_samples(tmp_path / "samples.jsonl")
     assert {row["group"] for row in rows.values()} <= {"base", "new"}
     groups = summary["groups"]

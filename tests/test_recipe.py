@@ -260,20 +260,20 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path, weights, state, messag
 
 @pytest.mark.parametrize("path", EVAL_CONFIGS, ids=[p.name for p in EVAL_CONFIGS])
 def test_every_shipped_eval_config_parses_and_matches_its_data(path, offline_cache):
-    from eval.runner import EvalArguments, model_specs
-    from posttrain.configs import DataArguments
+    from eval.runner import model_specs, parse_evaluation
     from posttrain.data import load_dataset_for, require_columns
     from posttrain.formatting import template_columns
-    from posttrain.recipe import parse_dataclasses, read_yaml
+    from posttrain.parsing import read_yaml
     from rewards.registry import load_reward_functions, reward_required_columns
 
-    eval_args, data_args = parse_dataclasses(read_yaml(path), [], (EvalArguments, DataArguments), str(path))
+    eval_args, data_args, builder_args = parse_evaluation(read_yaml(path), [], str(path))
     assert model_specs(eval_args)
     scorers, _ = load_reward_functions(list(eval_args.scorers))
     needed = template_columns(data_args.prompt_template)
     for fn in scorers:
         needed |= reward_required_columns(fn)
-    require_columns(load_dataset_for(data_args)[data_args.dataset_test_split], needed, what=path.name)
+    split = load_dataset_for(data_args, builder_args)[data_args.dataset_test_split]
+    require_columns(split, needed, what=path.name)
 
 
 def test_cpu_machine_defaults_to_float32_unless_the_recipe_says(tmp_path, monkeypatch):

@@ -59,27 +59,28 @@ def test_tokenizer_without_a_chat_template_is_refused(tokenizer):
 
 def test_format_split_adds_the_prefix_column_and_ends_raw_prompts_with_it():
     rows = Dataset.from_list([{"text": "play some jazz"}, {"text": "book a table"}])
-    chat = format_split(rows, DataArguments(prompt_template="{text}", response_prefix="<think>"), "grpo")
+    chat = format_split(rows, DataArguments(prompt_template="{text}", response_prefix="<think>"))
     assert chat["response_prefix"] == ["<think>", "<think>"]
     assert chat[0]["prompt"] == [{"role": "user", "content": "play some jazz"}]
     raw = format_split(
         rows,
         DataArguments(prompt_template="Q: {text}\nA:", prompt_format="raw", response_prefix=" <think>"),
-        "grpo",
     )
     assert raw["prompt"] == ["Q: play some jazz\nA: <think>", "Q: book a table\nA: <think>"]
-    plain = format_split(rows, DataArguments(prompt_template="{text}"), "grpo")
+    plain = format_split(rows, DataArguments(prompt_template="{text}"))
     assert "response_prefix" not in plain.column_names
     with pytest.raises(ValueError, match="completion_template"):
-        format_split(rows, DataArguments(prompt_template="{text}", response_prefix="<think>"), "sft")
+        format_split(
+            rows, DataArguments(prompt_template="{text}", response_prefix="<think>"), completion=True
+        )
 
 
 def test_render_prompts_writes_each_rows_prefix_after_the_generation_prompt(tokenizer):
     rows = Dataset.from_list([{"text": "play some jazz"}])
-    formatted = format_split(rows, DataArguments(prompt_template="{text}", response_prefix="<think>"), "grpo")
+    formatted = format_split(rows, DataArguments(prompt_template="{text}", response_prefix="<think>"))
     (text,) = render_prompts(tokenizer, formatted)
     assert text.endswith("<|im_start|>assistant\n<think>")
-    (plain,) = render_prompts(tokenizer, format_split(rows, DataArguments(prompt_template="{text}"), "grpo"))
+    (plain,) = render_prompts(tokenizer, format_split(rows, DataArguments(prompt_template="{text}")))
     assert plain.endswith("<|im_start|>assistant\n")
 
 

@@ -43,8 +43,8 @@ def test_use_vllm_without_rollout_is_redirected(tmp_path):
 
 
 def test_vllm_requested_but_not_installed(tmp_path, monkeypatch):
-    import posttrain.rollout
+    import posttrain.methods.families
 
-    monkeypatch.setattr(posttrain.rollout, "vllm_available", lambda: False)
+    monkeypatch.setattr(posttrain.methods.families, "vllm_available", lambda: False)
     with pytest.raises(RecipeError, match="needs vLLM, which is not installed"):
         load_recipe(write(tmp_path, {**GRPO_BASE, "rollout": "vllm_colocate"}))

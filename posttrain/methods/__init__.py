@@ -1,59 +1,104 @@
 """The method registry: each post-training method is one small :class:`Method` record.
 
-A method names its trainer config and trainer class (a subclass of TRL's, overriding one hook such as
-``compute_loss`` when it has its own loss), optional data stages that rewrite the dataset before training
-(self-generated targets, refined corpora, marker lists), and default rewards. The shared layer does the rest.
+A method names its trainer family (:mod:`posttrain.methods.families`: GRPO, SFT, a reward model, or one of
+its own), its trainer config and trainer class (subclasses of the family's, overriding one hook such as
+``compute_loss`` when it has its own loss), optional data stages that write a dataset before training (see
+:mod:`posttrain.stages`), a default data builder, default rewards, and checks of its own. The shared layer
+does the rest; nothing outside a method's record branches on which method or family it is.
+
+Built-in methods are the subpackages of this package; methods from other packages register through the
+``posttrain.methods`` entry-point group (each entry point names a :class:`Method`) or by calling
+:func:`register_method`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import logging
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
-from datasets import DatasetDict
+logger = logging.getLogger(__name__)
 
-# A data stage takes the loaded (and prompt-formatted) dataset and the stage context, and returns a new one.
-DataStage = Callable[[DatasetDict, "StageContext"], DatasetDict]
-
-
-@dataclass
-class StageContext:
-    """What a data stage may use: the parsed recipe and lazily loaded model/tokenizer."""
-
-    recipe: Any
-    load_model: Callable[[], Any]
-    tokenizer: Any
+ENTRY_POINT_GROUP = "posttrain.methods"
 
 
 @dataclass(frozen=True)
 class Method:
-    """One post-training method as the shared layer sees it."""
+    """One post-training method as the shared layer sees it.
+
+    ``family`` is a :class:`posttrain.methods.families.TrainerFamily`: it formats the data, checks the recipe,
+    builds the trainer's arguments and loads the model for every method of that family.
+    """
 
     name: str
-    kind: str  # "grpo" or "sft": which TRL trainer family, data format and validation apply
+    family: Any
     config_class: type
     trainer_class: type
     description: str
-    data_stages: tuple[DataStage, ...] = field(default_factory=tuple)
+    # Stages (posttrain.stages.Stage) that write this method's training data before it trains.
+    stages: tuple[Any, ...] = field(default_factory=tuple)
     default_rewards: tuple[str, ...] = field(default_factory=tuple)
+    # A data builder (posttrain.data.builders) used when the recipe names none.
+    data_builder: str | None = None
+    # Columns a target-learning trainer keeps next to prompt and completion (e.g. a per-row label its loss reads).
+    keep_columns: tuple[str, ...] = field(default_factory=tuple)
     # Recipe checks of the method's own, run with the shared ones before anything loads: recipe -> errors.
     check: Callable[[Any], list[str]] | None = None
 
+    @property
+    def kind(self) -> str:
+        """The family's name, for listings."""
+        return self.family.name
+
 
 _METHODS: dict[str, Method] = {}
+_discovered = False
 
 
-def register_method(method: Method) -> Method:
-    if method.kind not in ("grpo", "sft"):
-        raise ValueError(f"Method {method.name!r}: kind must be 'grpo' or 'sft', got {method.kind!r}.")
+def register_method(method: Method, *, overwrite: bool = False) -> Method:
+    """Make ``method`` nameable in recipes; another method of the same name needs ``overwrite``."""
+    family = method.family
+    for hook in ("name", "format", "check", "trainer_kwargs", "load_model", "load_tokenizer"):
+        if not hasattr(family, hook):
+            raise TypeError(
+                f"Method {method.name!r}: family {family!r} is not a trainer family (it has no {hook!r}); "
+                "subclass posttrain.methods.families.TrainerFamily."
+            )
+    known = _METHODS.get(method.name)
+    if known is not None and known is not method and not overwrite:
+        raise ValueError(f"A method named {method.name!r} is already registered ({known.description}).")
     _METHODS[method.name] = method
     return method
 
 
+def discover_methods() -> None:
+    """Register the built-in methods (this package's subpackages) and those of installed plug-ins, once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.ispkg:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            for method in getattr(module, "METHODS", ()):
+                register_method(method)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as err:  # a broken plug-in must not hide the built-ins
+            logger.warning("Method plug-in %r (%s) failed to load: %s", entry.name, entry.value, err)
+            continue
+        for method in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
+            register_method(method)
+
+
 def get_method(name: str) -> Method:
-    _load_builtin_methods()
+    discover_methods()
     if name not in _METHODS:
         close = difflib.get_close_matches(name, _METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -62,34 +107,5 @@ def get_method(name: str) -> Method:
 
 
 def registered_methods() -> dict[str, Method]:
-    _load_builtin_methods()
+    discover_methods()
     return dict(_METHODS)
-
-
-def _load_builtin_methods() -> None:
-    if _METHODS:
-        return
-    from posttrain.configs import GRPORecipeConfig, SFTRecipeConfig
-    from posttrain.trainers import PosttrainGRPOTrainer, PosttrainSFTTrainer
-
-    register_method(
-        Method(
-            name="grpo",
-            kind="grpo",
-            config_class=GRPORecipeConfig,
-            trainer_class=PosttrainGRPOTrainer,
-            description="Group Relative Policy Optimization with rule-based or plug-in rewards.",
-        )
-    )
-    register_method(
-        Method(
-            name="sft",
-            kind="sft",
-            config_class=SFTRecipeConfig,
-            trainer_class=PosttrainSFTTrainer,
-            description="Supervised fine-tuning on prompt/completion pairs (loss on the completion).",
-        )
-    )
-    from posttrain.methods import cls_rl
-
-    register_method(cls_rl.METHOD)

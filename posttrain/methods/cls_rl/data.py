@@ -30,7 +30,8 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from posttrain.data.user import require_columns
+from posttrain.data import require_columns
+from posttrain.methods.cls_rl.config import ClassificationArguments
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def class_label_names(split: Dataset, column: str) -> Dataset:
     )
 
 
-def class_groups(classes: list[str], data) -> dict[str, str]:
+def class_groups(classes: list[str], data: ClassificationArguments) -> dict[str, str]:
     """Class name -> "base" or "new" from ``base_classes`` or ``base_to_new``."""
     if data.base_classes:
         base = [normalize_label(c, data.underscores_to_spaces) for c in data.base_classes]
@@ -116,9 +117,15 @@ def class_groups(classes: list[str], data) -> dict[str, str]:
     return dict.fromkeys(classes, "base")
 
 
-def build_classification(splits: DatasetDict, data, *, train_split: str = "train") -> DatasetDict:
-    """Classification prompts for every split of ``splits``; ``data`` is the recipe's DataArguments."""
+def build_classification(
+    splits: DatasetDict, data: ClassificationArguments, *, train_split: str = "train"
+) -> DatasetDict:
+    """Classification prompts for every split of ``splits``, as ``data`` (the builder's fields) says."""
     column = data.label_column
+    if not column:
+        raise ValueError(
+            "data_builder classification needs label_column: the dataset column holding each row's class."
+        )
     for name, split in splits.items():
         require_columns(split, [column], what=f"label_column (split {name!r})")
     splits = DatasetDict({name: class_label_names(split, column) for name, split in splits.items()})
@@ -176,7 +183,7 @@ def build_classification(splits: DatasetDict, data, *, train_split: str = "train
     return DatasetDict(built)
 
 
-def _few_shot(split: Dataset, column: str, groups: dict[str, str], data) -> Dataset:
+def _few_shot(split: Dataset, column: str, groups: dict[str, str], data: ClassificationArguments) -> Dataset:
     """Base-class rows only, then ``shots_per_class`` per class chosen by a seeded hash of each row."""
     by_class: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for index, row in enumerate(split):

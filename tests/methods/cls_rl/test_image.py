@@ -23,6 +23,8 @@ from transformers.utils import is_torchvision_available
 from posttrain.configs import DataArguments
 from posttrain.data import load_any, load_dataset_for
 from posttrain.formatting import format_dataset, format_split
+from posttrain.methods.cls_rl.config import ClassificationArguments
+from posttrain.methods.cls_rl.data import build_classification
 from posttrain.recipe import load_recipe
 from posttrain.train import train
 from rewards.classification import cls_contains, cls_equality
@@ -43,7 +45,7 @@ GLYPHS = (
 PROMPT = "Which digit is shown? Answer with one of: {classes}"
 # A reward that varies between completions of a random model, so GRPO's advantages (and gradients) are not zero.
 LENGTH_REWARD = {
-    "name": f"{Path(__file__).parent / 'fixtures' / 'plugin_rewards.py'}:length_reward",
+    "name": f"{Path(__file__).parents[2] / 'fixtures' / 'plugin_rewards.py'}:length_reward",
     "weight": 0.01,
 }
 
@@ -75,18 +77,22 @@ def digits_dir(tmp_path_factory) -> Path:
 def digits_data(digits_dir: Path, **fields) -> DataArguments:
     return DataArguments(
         dataset_name=str(digits_dir),
-        label_column="label",
+        data_builder="classification",
         image_column="image",
         prompt_template=PROMPT,
         **fields,
     )
 
 
+def digits_classes(**fields) -> ClassificationArguments:
+    return ClassificationArguments(label_column="label", **fields)
+
+
 def test_imagefolder_labels_become_class_names_with_candidates(digits_dir):
     raw = load_any(str(digits_dir))["train"]
     assert isinstance(raw.features["label"], datasets.ClassLabel)  # ints on disk, names in the feature
 
-    splits = load_dataset_for(digits_data(digits_dir))
+    splits = load_dataset_for(digits_data(digits_dir), digits_classes())
     train_split = splits["train"]
     assert len(train_split) == 30 and len(splits["test"]) == 20
     assert train_split["label"] == [raw.features["label"].int2str(i) for i in raw["label"]]
@@ -98,15 +104,13 @@ def test_imagefolder_labels_become_class_names_with_candidates(digits_dir):
     # Images of one class get different candidate orders: the order must not give the class away.
     assert len({r["classes"] for r in train_split if r["label"] == "three"}) == 3
 
-    few = load_dataset_for(digits_data(digits_dir, shots_per_class=2))["train"]
+    few = load_dataset_for(digits_data(digits_dir), digits_classes(shots_per_class=2))["train"]
     assert sorted(few["label"]) == sorted(DIGIT_NAMES * 2)
 
 
 def test_class_label_ints_become_names_and_unlabelled_rows_are_refused():
-    from posttrain.data import build_classification
-
     features = datasets.Features({"label": datasets.ClassLabel(names=["golden_retriever", "tabby_cat"])})
-    data = DataArguments(dataset_name="x", label_column="label")
+    data = ClassificationArguments(label_column="label")
     built = build_classification(
         datasets.DatasetDict({"train": datasets.Dataset.from_dict({"label": [1, 0]}, features=features)}),
         data,
@@ -121,8 +125,8 @@ def test_formatting_gives_a_conversational_prompt_and_the_image(digits_dir):
     from trl.data_utils import prepare_multimodal_messages
 
     data = digits_data(digits_dir)
-    splits = load_dataset_for(data)
-    formatted = format_dataset(splits, data, "grpo", {"label", "classes"})["train"]
+    splits = load_dataset_for(data, digits_classes())
+    formatted = format_dataset(splits, data, extra_columns={"label", "classes"})["train"]
     row = formatted[0]
     assert row["prompt"] == [{"role": "user", "content": PROMPT.format(classes=row["classes"])}]
     assert isinstance(row["image"], Image.Image)
@@ -131,7 +135,9 @@ def test_formatting_gives_a_conversational_prompt_and_the_image(digits_dir):
     (message,) = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
     assert [part["type"] for part in message["content"]] == ["image", "text"]
 
-    sft = format_dataset(splits, dataclasses.replace(data, completion_template="{label}"), "sft")["train"]
+    sft = format_dataset(
+        splits, dataclasses.replace(data, completion_template="{label}"), completion=True, keep=()
+    )["train"]
     assert sft.column_names == ["prompt", "completion", "image"]
     (completion,) = sft[0]["completion"]
     assert completion["role"] == "assistant" and completion["content"] in DIGIT_NAMES
@@ -146,7 +152,7 @@ def test_image_column_of_another_name_or_of_lists():
         {"text": ["a"], "picture": [picture], "image": ["stale"]}, features=features
     )
     data = DataArguments(dataset_name="x", prompt_template="{text}", image_column="picture")
-    formatted = format_split(single, data, "grpo")
+    formatted = format_split(single, data)
     assert "picture" not in formatted.column_names and isinstance(formatted[0]["image"], Image.Image)
 
     many = datasets.Dataset.from_dict(
@@ -156,15 +162,15 @@ def test_image_column_of_another_name_or_of_lists():
         ),
     )
     data = DataArguments(dataset_name="x", prompt_template="{text}", image_column="pictures")
-    assert len(format_split(many, data, "grpo")[0]["images"]) == 2
+    assert len(format_split(many, data)[0]["images"]) == 2
 
 
 def test_image_recipes_refuse_raw_prompts_and_missing_columns(digits_dir):
-    splits = load_dataset_for(digits_data(digits_dir))
+    splits = load_dataset_for(digits_data(digits_dir), digits_classes())
     with pytest.raises(ValueError, match="needs prompt_format: chat"):
-        format_dataset(splits, digits_data(digits_dir, prompt_format="raw"), "grpo")
+        format_dataset(splits, digits_data(digits_dir, prompt_format="raw"))
     with pytest.raises(ValueError, match="'photo' needed by image_column"):
-        format_dataset(splits, dataclasses.replace(digits_data(digits_dir), image_column="photo"), "grpo")
+        format_dataset(splits, dataclasses.replace(digits_data(digits_dir), image_column="photo"))
 
 
 def vision_weights_changed(before: Path, after: Path) -> bool:
@@ -188,6 +194,7 @@ def cls_image_config(model: Path, digits_dir: Path, output_dir: Path, **override
         "method": "cls_rl",
         "model_name_or_path": str(model),
         "dataset_name": str(digits_dir),
+        "data_builder": "classification",
         "label_column": "label",
         "image_column": "image",
         "prompt_template": PROMPT,
@@ -268,6 +275,7 @@ def test_sft_trains_on_images(tiny_vlm, digits_dir, tmp_path, vision_calls):
         "method": "sft",
         "model_name_or_path": str(tiny_vlm),
         "dataset_name": str(digits_dir),
+        "data_builder": "classification",
         "label_column": "label",
         "image_column": "image",
         "prompt_template": PROMPT,
@@ -300,13 +308,13 @@ def test_image_column_needs_a_vision_language_model(tiny_model, digits_dir, tmp_
 
 
 def test_missing_image_column_fails_before_the_model_loads(tiny_vlm, digits_dir, tmp_path, monkeypatch):
-    import posttrain.train
+    import posttrain.methods.families
 
     def no_model(*args, **kwargs):
         raise AssertionError("model loaded before the data check")
 
-    monkeypatch.setattr(posttrain.train, "load_tokenizer", no_model)
-    monkeypatch.setattr(posttrain.train, "load_model", no_model)
+    monkeypatch.setattr(posttrain.methods.families, "load_tokenizer", no_model)
+    monkeypatch.setattr(posttrain.methods.families, "load_model", no_model)
     config = cls_image_config(tiny_vlm, digits_dir, tmp_path / "out", image_column="photo")
     with pytest.raises(ValueError, match="'photo' needed by image_column"):
         train(load_recipe(write_recipe(tmp_path / "photo.yaml", config)))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.data import load_recipe_splits
 from posttrain.recipe import RecipeError, load_recipe
 from posttrain.train import train
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[3]
 RECIPES = REPO / "recipes" / "cls_rl"
 SMALL = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "2", "--heldout_samples", "4"]
 SMALL_GRPO = ["--num_generations", "4", "--per_device_train_batch_size", "8", "--max_completion_length", "8"]
@@ -69,14 +70,11 @@ def test_sft_baseline_trains_on_the_same_prompts(tiny_model, offline_cache, tmp_
 
 
 def test_format_warm_start_trains_on_label_free_demonstrations(tiny_model, offline_cache, tmp_path):
-    from posttrain.formatting import format_dataset
-    from posttrain.train import load_splits
-
     recipe = load_recipe(
         RECIPES / "think_warmstart_intent_cpu.yaml", ["--model_name_or_path", str(tiny_model)]
     )
-    splits = load_splits(recipe)
-    train_rows = format_dataset(splits, recipe.data, "sft")["train"]
+    splits = load_recipe_splits(recipe.data, recipe.builder, seed=recipe.trainer.seed)
+    train_rows = recipe.method.family.format(splits, recipe)["train"]
     raw = splits["train"]
     for row, source in zip(train_rows, raw, strict=True):
         answer = row["completion"][0]["content"]

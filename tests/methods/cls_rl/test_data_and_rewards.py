@@ -7,8 +7,8 @@ import collections
 import pytest
 from datasets import Dataset, DatasetDict
 
-from posttrain.configs import DataArguments
-from posttrain.data.classification import build_classification, candidate_count
+from posttrain.methods.cls_rl.config import ClassificationArguments
+from posttrain.methods.cls_rl.data import build_classification, candidate_count
 from rewards.classification import cls_accuracy, cls_contains, cls_equality, cls_format, cls_tags
 
 
@@ -24,9 +24,7 @@ def _splits(num_classes: int, per_class: int = 6) -> DatasetDict:
 
 
 def _build(num_classes: int = 7, **fields) -> DatasetDict:
-    return build_classification(
-        _splits(num_classes), DataArguments(dataset_name="x", label_column="label", **fields)
-    )
+    return build_classification(_splits(num_classes), ClassificationArguments(label_column="label", **fields))
 
 
 @pytest.mark.parametrize(
@@ -72,7 +70,7 @@ def test_candidate_order_is_shuffled_by_seed_and_stable_for_a_row():
     # The same row gets the same list wherever it sits in the split (train, held-out check and eval agree).
     reversed_test = _splits(7)["test"].select(range(41, -1, -1))
     again = build_classification(
-        DatasetDict({"test": reversed_test}), DataArguments(dataset_name="x", label_column="label")
+        DatasetDict({"test": reversed_test}), ClassificationArguments(label_column="label")
     )["test"]
     assert dict(zip(again["text"], again["classes"], strict=True)) == dict(
         zip(a["text"], a["classes"], strict=True)
@@ -108,13 +106,13 @@ def test_explicit_base_classes():
 
 def test_bad_label_setups_name_what_to_fix():
     with pytest.raises(ValueError, match="label_column"):
-        build_classification(_splits(3), DataArguments(dataset_name="x", label_column="intent"))
+        build_classification(_splits(3), ClassificationArguments(label_column="intent"))
     with pytest.raises(ValueError, match="missing from class_names"):
         _build(3, class_names=["class_000", "class_001"])
     with pytest.raises(ValueError, match="at least 2"):
         _build(3, base_to_new=True)  # 2 base classes and 1 new one
     with pytest.raises(ValueError, match="candidate_fraction"):
-        DataArguments(dataset_name="x", candidate_fraction=0)
+        ClassificationArguments(candidate_fraction=0)
 
 
 # --- rewards on hand-written completions ------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""A learned reward: a saved regression reward model (method ``reward_model``) scoring (prompt, answer) pairs.
+
+Named in a recipe or an evaluation like any reward: ``{name: reward_model, kwargs: {path: outputs/my-rm}}``. The
+pair is rendered exactly as the reward model was trained on it (:func:`posttrain.formatting.conversation_text`),
+and the model's scalar output is the reward. Models are loaded once per process and path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from posttrain.formatting import conversation_text
+from posttrain.models import REWARD_MODEL_MARKER
+from rewards.registry import register_reward
+
+_MODELS: dict[str, tuple[Any, Any]] = {}
+_lock = threading.Lock()
+
+
+def load_reward_model(path: str) -> tuple[Any, Any]:
+    """The reward model saved at ``path`` and its tokenizer, loaded once; a folder that is not one is refused."""
+    folder = Path(path)
+    if not (folder / REWARD_MODEL_MARKER).is_file():
+        raise ValueError(
+            f"reward_model path {path!r} holds no reward model ({REWARD_MODEL_MARKER} is missing): train one with "
+            "method: reward_model and name its output_dir."
+        )
+    with _lock:
+        if path not in _MODELS:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            tokenizer.truncation_side = "left"
+            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            _MODELS[path] = (model, tokenizer)
+    return _MODELS[path]
+
+
+@register_reward("reward_model")
+def reward_model(
+    completions: Sequence[Any],
+    prompts: Sequence[Any],
+    *,
+    path: str,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    **kwargs: Any,
+) -> list[float]:
+    """The score a saved reward model (``path``: its folder) gives each (prompt, completion) pair."""
+    model, tokenizer = load_reward_model(path)
+    limit = max_length or json.loads((Path(path) / REWARD_MODEL_MARKER).read_text()).get("max_length", 512)
+    texts = [conversation_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    scores: list[float] = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=limit,
+                add_special_tokens=False,
+            ).to(device)
+            scores += model(**batch).logits[:, 0].float().tolist()
+    return scores

@@ -1,0 +1,79 @@
+"""The reward-model family: a regression head learns an outcome per (prompt, answer), and the saved model is a
+reward that GRPO recipes and evaluations can name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posttrain.cli import main
+from rewards.learned import reward_model
+from rewards.registry import load_reward_functions
+
+PROMPTS = ["Is the sky blue?", "Is water wet?", "Do fish swim?", "Is fire hot?"]
+
+
+def write_rows(path: Path) -> Path:
+    rows = [
+        {"question": q, "answer": a, "outcome": 1.0 if a.startswith("Yes") else 0.0}
+        for q in PROMPTS
+        for a in ("Yes, it is.", "No idea, sorry.")
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))
+    return path
+
+
+def recipe(tiny_model: Path, tmp_path: Path) -> Path:
+    config = {
+        "method": "reward_model",
+        "model_name_or_path": str(tiny_model),
+        "dataset_name": str(write_rows(tmp_path / "outcomes.jsonl")),
+        "prompt_template": "{question}",
+        "completion_template": "{answer}",
+        "target_column": "outcome",
+        "learning_rate": 1e-3,
+        "max_steps": 30,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "output_dir": str(tmp_path / "rm"),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+    }
+    path = tmp_path / "rm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_reward_model_learns_the_outcome_and_scores_as_a_reward(tiny_model, tmp_path):
+    prompts = [[{"role": "user", "content": q}] for q in PROMPTS]
+    yes = [[{"role": "assistant", "content": "Yes, it is."}]] * len(PROMPTS)
+    no = [[{"role": "assistant", "content": "No idea, sorry."}]] * len(PROMPTS)
+
+    assert main(["train", str(recipe(tiny_model, tmp_path))]) == 0
+    out = tmp_path / "rm"
+    assert (out / "reward_model.json").exists()
+    (scorer,), _ = load_reward_functions([{"name": "reward_model", "kwargs": {"path": str(out)}}])
+    yes_scores = scorer(prompts=prompts, completions=yes)
+    no_scores = scorer(prompts=prompts, completions=no)
+    # Trained on outcome 1 for "Yes" answers and 0 for the others: the head separates them.
+    assert min(yes_scores) - max(no_scores) > 0.3
+    assert sum(yes_scores) / 4 == pytest.approx(1.0, abs=0.3)
+    assert sum(no_scores) / 4 == pytest.approx(0.0, abs=0.3)
+
+
+def test_a_folder_that_is_not_a_reward_model_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="holds no reward model"):
+        reward_model(completions=["x"], prompts=["y"], path=str(tiny_model))
+
+
+def test_reward_model_recipes_refuse_what_they_cannot_do(tiny_model, tmp_path):
+    path = recipe(tiny_model, tmp_path)
+    assert main(["validate", str(path), "--heldout_metric", "qa_contains"]) == 2
+    assert main(["validate", str(path), "--use_peft", "true"]) == 2
+    assert main(["validate", str(path)]) == 0
