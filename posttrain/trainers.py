@@ -110,7 +110,43 @@ class PosttrainGRPOTrainer(GRPOTrainer):
 
 
 class PosttrainSFTTrainer(SFTTrainer):
-    """SFTTrainer; methods with their own loss subclass it and override ``compute_loss``."""
+    """SFTTrainer that can carry per-row columns (a method's targets) through to ``compute_loss``.
+
+    ``row_columns`` (the method's ``keep_columns``) survive TRL's column pruning and reach ``compute_loss`` in
+    ``inputs["row_columns"]``, a dict of one list per column, batch-aligned. A method with its own loss overrides
+    ``compute_loss`` and pops them; this class pops them and computes TRL's loss.
+    """
+
+    def __init__(self, *args, row_columns: tuple[str, ...] = (), data_collator=None, **kwargs):
+        self.row_columns = tuple(row_columns)
+        super().__init__(*args, data_collator=data_collator, **kwargs)
+        if self.row_columns:
+            self.data_collator = _RowColumnCollator(self.data_collator, self.row_columns)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        missing = [c for c in self.row_columns if c not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + missing
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop("row_columns", None)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+
+
+class _RowColumnCollator:
+    """TRL's collator for the token columns, with the method's row columns set aside as plain lists."""
+
+    def __init__(self, collator, columns: tuple[str, ...]):
+        self.collator = collator
+        self.columns = columns
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = {c: [example.pop(c) for example in examples] for c in self.columns}
+        batch = self.collator(examples)
+        batch["row_columns"] = rows
+        return batch
 
 
 class RewardRegressionTrainer(Trainer):

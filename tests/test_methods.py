@@ -3,6 +3,7 @@ driven through its hooks, and `--help` and `validate` show and check what `train
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,58 @@ def test_validate_runs_the_checks_train_runs_before_the_model(tmp_path, offline_
     # An evaluation file that does not exist.
     path.write_text(yaml.safe_dump({**GRPO, "evaluation": "no_such_eval.yaml"}))
     assert main(["validate", str(path)]) == 2
+
+
+SEEN: list[dict] = []
+
+
+class RecordingSFTTrainer(PosttrainSFTTrainer):
+    """A method's own loss: sees each batch's per-row targets, then trains as SFT."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        SEEN.append(inputs["row_columns"])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+@pytest.mark.slow
+def test_a_methods_row_columns_reach_its_loss_and_it_trains(tiny_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    register_method(
+        Method(
+            name="sft_with_targets",
+            family=SFTFamily(),
+            config_class=SFTRecipeConfig,
+            trainer_class=RecordingSFTTrainer,
+            description="SFT whose loss reads a per-row score.",
+            keep_columns=("score",),
+        ),
+        overwrite=True,
+    )
+    data = tmp_path / "rows.jsonl"
+    rows = [{"q": f"question {i}", "a": f"answer {i}", "score": i / 10} for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "recipe.yaml"
+    config = {
+        "method": "sft_with_targets",
+        "model_name_or_path": str(tiny_model),
+        "dataset_name": str(data),
+        "prompt_template": "{q}",
+        "completion_template": "{a}",
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-2,
+        "output_dir": str(tmp_path / "out"),
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+    }
+    recipe.write_text(yaml.safe_dump(config))
+    SEEN.clear()
+    assert main(["train", str(recipe)]) == 0
+    assert len(SEEN) == 2 and all(len(batch["score"]) == 4 for batch in SEEN)
+    assert sorted(s for batch in SEEN for s in batch["score"]) == [r["score"] for r in rows]
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in after if k in before)

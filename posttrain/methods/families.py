@@ -128,9 +128,16 @@ class GRPOFamily(TrainerFamily):
 
 
 class SFTFamily(TrainerFamily):
-    """TRL's SFTTrainer: the loss is on the target completion of each prompt."""
+    """TRL's SFTTrainer: the loss is on the target completion of each prompt; the method's ``keep_columns``
+    reach its ``compute_loss`` (see :class:`posttrain.trainers.PosttrainSFTTrainer`)."""
 
     name = "sft"
+
+    def trainer_kwargs(self, recipe: Any, rewards: list) -> dict[str, Any]:
+        kwargs = super().trainer_kwargs(recipe, rewards)
+        if recipe.method.keep_columns:
+            kwargs["row_columns"] = recipe.method.keep_columns
+        return kwargs
 
 
 class RewardModelFamily(TrainerFamily):
