@@ -251,3 +251,21 @@ def recipe_copy(tmp_path):
         return target
 
     return copy
+
+
+def adapter_trained(folder: Path) -> bool:
+    """Whether a saved LoRA adapter moved off its initialisation: PEFT starts every lora_B at zero."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(folder / "adapter_model.safetensors")
+    lora_b = [t for name, t in tensors.items() if "lora_B" in name]
+    return bool(lora_b) and any(bool(t.abs().sum() > 0) for t in lora_b)
+
+
+def weights_changed(before: Path, after: Path) -> bool:
+    """Whether a saved full model differs from the one it was trained from."""
+    import torch
+    from safetensors.torch import load_file
+
+    old, new = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    return any(not torch.equal(old[k], new[k]) for k in new if k in old)

@@ -15,6 +15,7 @@ import yaml
 
 from posttrain.cli import main
 from rewards.contract import RewardContractError
+from tests.conftest import adapter_trained
 
 REPO = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -141,8 +142,8 @@ def test_sft_end_to_end_with_lora(tiny_model, offline_cache, tmp_path):
     assert main(["train", str(write(tmp_path / "sft.yaml", config))]) == 0
     state = trainer_state(out / "checkpoint-3")
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
-    assert len(losses) == 3 and all(loss > 0 for loss in losses)
-    assert (out / "adapter_model.safetensors").exists()
+    assert len(losses) == 3
+    assert adapter_trained(out)
     assert json.loads((out / "results.json").read_text())["after"]["metric"] == "cls_equality"
 
 
@@ -208,7 +209,7 @@ def test_qlora_sft_trains_adapters(tiny_model, offline_cache, tmp_path):
         "report_to": "none",
     }
     assert main(["train", str(write(tmp_path / "qlora.yaml", config))]) == 0
-    assert (out / "adapter_model.safetensors").exists()
+    assert adapter_trained(out)
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
 
 
@@ -228,7 +229,8 @@ def test_quickstart_recipe_runs_on_the_embedded_model(embedded_model, offline_ca
     assert main(["train", str(REPO / "recipes/quickstart/sft_intent_cpu.yaml"), *overrides]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["before"]["samples"] == results["after"]["samples"] == 8
-    assert 0.0 <= results["after"]["mean"] <= 1.0
+    assert results["after"]["scored"] == 8
+    assert adapter_trained(out)  # two LoRA steps moved the adapter off its zero start
     assert (out / "training_curves.png").stat().st_size > 0
 
 

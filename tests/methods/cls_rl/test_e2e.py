@@ -10,6 +10,7 @@ import pytest
 from posttrain.data import load_recipe_splits
 from posttrain.recipe import RecipeError, load_recipe
 from posttrain.train import train
+from tests.conftest import adapter_trained, weights_changed
 
 REPO = Path(__file__).parents[3]
 RECIPES = REPO / "recipes" / "cls_rl"
@@ -65,8 +66,8 @@ def test_grpo_recipe_trains_on_classification_prompts(
 
 def test_sft_baseline_trains_on_the_same_prompts(tiny_model, offline_cache, tmp_path):
     results = run("sft_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
-    assert results["train"]["train_loss"] > 0
-    assert (tmp_path / "adapter_model.safetensors").exists()
+    assert results["train"]["global_step"] > 0
+    assert adapter_trained(tmp_path)
 
 
 def test_format_warm_start_trains_on_label_free_demonstrations(tiny_model, offline_cache, tmp_path):
@@ -85,8 +86,9 @@ def test_format_warm_start_trains_on_label_free_demonstrations(tiny_model, offli
     assert sum(s["random_class"] == s["label"] for s in raw) < len(raw) / 2
 
     results = run("think_warmstart_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
-    assert results["train"]["train_loss"] > 0 and results["after"]["metric"] == "cls_format"
-    assert (tmp_path / "model.safetensors").exists()  # a full model, for the thinking recipe to start from
+    assert results["after"]["metric"] == "cls_format"
+    # A full model (for the thinking recipe to start from), moved off the one it started from.
+    assert weights_changed(tiny_model, tmp_path)
 
 
 def test_thinking_recipe_without_its_warm_start_names_it(tmp_path, monkeypatch):
