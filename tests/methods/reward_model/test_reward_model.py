@@ -12,6 +12,7 @@ import yaml
 from posttrain.cli import main
 from rewards.learned import reward_model
 from rewards.registry import load_reward_functions
+from tests.test_train_e2e import grpo_config, read_jsonl, write
 
 PROMPTS = ["Is the sky blue?", "Is water wet?", "Do fish swim?", "Is fire hot?"]
 
@@ -65,6 +66,18 @@ def test_reward_model_learns_the_outcome_and_scores_as_a_reward(tiny_model, tmp_
     assert min(yes_scores) - max(no_scores) > 0.3
     assert sum(yes_scores) / 4 == pytest.approx(1.0, abs=0.3)
     assert sum(no_scores) / 4 == pytest.approx(0.0, abs=0.3)
+
+    # The saved model is a reward a GRPO recipe names: every completion of the run is scored by it.
+    grpo = grpo_config(tiny_model, tmp_path / "grpo", heldout_metric=None, max_steps=1, save_steps=10)
+    grpo["reward_funcs"] = [{"name": "reward_model", "kwargs": {"path": str(out)}}]
+    grpo["dataset_name"] = str(tmp_path / "outcomes.jsonl")
+    grpo["max_train_samples"] = None
+    assert main(["train", str(write(tmp_path / "grpo.yaml", grpo))]) == 0
+    logged = read_jsonl(tmp_path / "grpo" / "completions" / "completions.jsonl")
+    assert len(logged) == 4 and all(isinstance(row["rewards"]["reward_model"], float) for row in logged)
+    texts = [[{"role": "assistant", "content": row["completion"][0]["content"]}] for row in logged]
+    rescored = scorer(prompts=[row["prompt"] for row in logged], completions=texts)
+    assert rescored == pytest.approx([row["rewards"]["reward_model"] for row in logged], abs=1e-4)
 
 
 def test_a_folder_that_is_not_a_reward_model_is_refused(tiny_model):
