@@ -14,6 +14,7 @@ import random
 import socket
 import sys
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -380,6 +381,28 @@ def test_checksum_mismatch_refuses_the_artefact(scratch_registry, monkeypatch):
         prepare_registered("toy")
     assert not (cache_dir() / "raw" / "toy-pkg-1.0").exists()
     assert not dataset_dir("toy").exists()
+
+
+def test_lock_waited_on_too_long_names_its_file(scratch_registry):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with registry._lock("dataset-toy-1.0"):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(TimeoutError, match=r"locks/dataset-toy-1\.0\.lock"):
+            with registry._lock("dataset-toy-1.0", timeout=0.2):
+                pass
+    finally:
+        release.set()
+        holder.join()
+    with registry._lock("dataset-toy-1.0", timeout=0.2):  # free again once its holder is done
+        pass
 
 
 def test_interrupted_conversion_leaves_no_cache(scratch_registry, monkeypatch):

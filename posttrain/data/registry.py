@@ -31,15 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import filelock
+
 from posttrain.paths import cache_dir
 
 if TYPE_CHECKING:
     import datasets
-
-try:  # POSIX only; elsewhere concurrent first conversions simply race (and the loser's copy is dropped).
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +56,10 @@ __all__ = [
 
 # Bump when the on-disk layout or a builder's output changes, so stale caches are rebuilt.
 FORMAT_VERSION = 1
+
+# How long a process waits for another one's download or conversion of the same release (a 358 MB sdist
+# on a slow link included) before giving up with an error that names the lock file.
+LOCK_TIMEOUT_S = 3600.0
 
 SPLITS = ("train", "test")
 
@@ -452,16 +453,25 @@ def _replace_dir(staging: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def _lock(key: str) -> Iterator[None]:
-    """Serialise downloads and conversions across processes (e.g. ranks of one launch)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
+def _lock(key: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Serialise downloads and conversions across processes (e.g. ranks of one launch).
+
+    Blocks until no other process holds ``<cache>/locks/<key>.lock``; after ``timeout`` seconds (default
+    `LOCK_TIMEOUT_S`) raises `TimeoutError` naming the lock file.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     lock_dir = cache_dir() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / f"{key}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    path = lock_dir / f"{key}.lock"
+    lock = filelock.FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TimeoutError(
+            f"Waited {timeout:g}s for the lock {path}: another process is still downloading or converting "
+            f"the same release. Wait for it to finish (or stop it) and try again."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
