@@ -492,6 +492,29 @@ def test_directory_with_train_and_test_files(tmp_path):
     assert loaded["train"].num_rows == 2 and loaded["test"].num_rows == 1
 
 
+def test_directory_splits_follow_datasets_file_naming(tmp_path):
+    write_rows(tmp_path / "train-0.jsonl")
+    write_rows(tmp_path / "train-1.jsonl", ROWS[:1])
+    write_rows(tmp_path / "dev.jsonl", ROWS[:1])
+    write_rows(tmp_path / "test.jsonl")
+    loaded = load_any(str(tmp_path))
+    assert {split: ds.num_rows for split, ds in loaded.items()} == {"train": 3, "validation": 1, "test": 2}
+
+
+def test_directory_without_split_names_is_all_train(tmp_path):
+    write_rows(tmp_path / "rows.csv")
+    loaded = load_any(str(tmp_path))
+    assert list(loaded) == ["train"] and loaded["train"].to_list() == ROWS
+
+
+@pytest.mark.parametrize("contents", [{}, {"README.md": "# notes"}, {"notes.unknown": "x"}])
+def test_directory_without_data_files_says_what_it_looked_for(tmp_path, contents):
+    for name, text in contents.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(FileNotFoundError, match=r"has no data files: looked for train\.\*.*save_to_disk"):
+        load_any(str(tmp_path))
+
+
 def test_directory_with_mixed_formats_is_rejected(tmp_path):
     write_rows(tmp_path / "train.csv")
     write_rows(tmp_path / "test.parquet")
