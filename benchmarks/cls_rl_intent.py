@@ -101,44 +101,44 @@ def zero_std_without_shaping(
 def plot_training(
     histories: dict[str, list[dict]], unshaped: dict[str, dict[int, float]], path: Path
 ) -> None:
-    import matplotlib
+    from posttrain.plots import saved_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.8))
-    for name, history in histories.items():
-        steps = [h for h in history if "reward" in h]
-        left.plot([h["step"] for h in steps], [h["reward"] for h in steps], marker=".", label=name)
-        strict = f"rewards/{STRICT[RECIPES[name][1]]}/mean"
-        middle.plot(
-            [h["step"] for h in steps],
-            [h[strict] for h in steps],
-            marker=".",
-            label=f"{name} ({strict[8:-5]})",
+    with saved_figure(path, "Training plot", dpi=120, ncols=3, figsize=(15, 3.8)) as (
+        _,
+        (left, middle, right),
+    ):
+        for name, history in histories.items():
+            steps = [h for h in history if "reward" in h]
+            left.plot([h["step"] for h in steps], [h["reward"] for h in steps], marker=".", label=name)
+            strict = f"rewards/{STRICT[RECIPES[name][1]]}/mean"
+            middle.plot(
+                [h["step"] for h in steps],
+                [h[strict] for h in steps],
+                marker=".",
+                label=f"{name} ({strict[8:-5]})",
+            )
+            line = right.plot(
+                [h["step"] for h in steps], [h["frac_reward_zero_std"] for h in steps], marker=".", label=name
+            )[0]
+            paper = unshaped[name]
+            right.plot(  # the completion log's step is the optimizer step the batch was generated at (0-based)
+                [step + 1 for step in paper],
+                list(paper.values()),
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{name}, paper rewards only",
+            )
+        left.set(xlabel="step", ylabel="mean reward (weighted sum)", title="Reward")
+        middle.set(
+            xlabel="step",
+            ylabel="mean over the step's completions",
+            title="Accuracy reward",
+            ylim=(-0.05, 1.05),
         )
-        line = right.plot(
-            [h["step"] for h in steps], [h["frac_reward_zero_std"] for h in steps], marker=".", label=name
-        )[0]
-        paper = unshaped[name]
-        right.plot(  # the completion log's step is the optimizer step the batch was generated at (0-based)
-            [step + 1 for step in paper],
-            list(paper.values()),
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{name}, paper rewards only",
-        )
-    left.set(xlabel="step", ylabel="mean reward (weighted sum)", title="Reward")
-    middle.set(
-        xlabel="step", ylabel="mean over the step's completions", title="Accuracy reward", ylim=(-0.05, 1.05)
-    )
-    right.set(xlabel="step", ylabel="share of groups", title="frac_reward_zero_std", ylim=(-0.05, 1.05))
-    for ax in (left, middle, right):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        right.set(xlabel="step", ylabel="share of groups", title="frac_reward_zero_std", ylim=(-0.05, 1.05))
+        for ax in (left, middle, right):
+            ax.grid(alpha=0.3)
+            ax.legend()
 
 
 def main() -> None:

@@ -1,29 +1,19 @@
 """Evaluation figures: the reliability diagram ConfTuner reports ("ConfTuner: Training Large Language Models
 to Express Their Confidence Verbally") and grouped bars that compare models metric by metric.
 
-Both draw with matplotlib's Agg backend, so they work on machines without a display.
+Both are set up and saved by ``posttrain.plots.saved_figure`` (matplotlib's Agg backend, so they work on
+machines without a display).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eval.calibration import ece_from_bins, reliability_bins
-
-logger = logging.getLogger(__name__)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from posttrain.plots import saved_figure
 
 
 def reliability_diagram(
@@ -43,10 +33,13 @@ def reliability_diagram(
         bins = list(data)
     ece = ece_from_bins(bins)
     filled = [b for b in bins if b["count"]]
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(4.2, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    layout = {"nrows": 2, "figsize": (4.2, 4.8), "sharex": True, "gridspec_kw": {"height_ratios": [3, 1]}}
+    with saved_figure(path, "Reliability diagram", **layout) as (_, (top, bottom)):
+        _draw_reliability(top, bottom, filled, ece, title)
+    return Path(path)
+
+
+def _draw_reliability(top, bottom, filled: list[Mapping[str, Any]], ece: float, title: str) -> None:
     lefts = [b["lo"] for b in filled]
     widths = [b["hi"] - b["lo"] for b in filled]
     top.bar(
@@ -79,13 +72,6 @@ def reliability_diagram(
     bottom.set_xlabel("stated confidence", fontsize=8)
     bottom.set_ylabel("samples", fontsize=8)
     bottom.tick_params(labelsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    logger.info("Reliability diagram: %s", path)
-    return path
 
 
 def comparison_plot(
@@ -106,8 +92,15 @@ def comparison_plot(
         for summary in summaries.values():
             metrics += [k for k, v in summary.items() if isinstance(v, float) and k not in metrics]
     models = list(summaries)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + len(metrics) * (0.5 + 0.25 * len(models))), 3.2))
+    figsize = (max(4.0, 1.2 + len(metrics) * (0.5 + 0.25 * len(models))), 3.2)
+    with saved_figure(path, "Comparison plot", figsize=figsize) as (_, ax):
+        _draw_comparison(ax, summaries, models, metrics, title)
+    return Path(path)
+
+
+def _draw_comparison(
+    ax, summaries: Mapping[str, Mapping[str, float]], models: list[str], metrics: Sequence[str], title: str
+) -> None:
     width = 0.8 / max(1, len(models))
     for j, model in enumerate(models):
         xs, heights = [], []
@@ -125,10 +118,3 @@ def comparison_plot(
         ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    logger.info("Comparison plot: %s", path)
-    return path

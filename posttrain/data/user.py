@@ -2,9 +2,11 @@
 
 `load_any` is what recipes call with their ``dataset_name``. A registered name reads the offline cache
 and never touches a hub; a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file becomes the "train"
-split; a directory gives one split per ``train.*``/``test.*``/``validation.*`` file, or is read with
-``load_from_disk`` when it was written by ``save_to_disk``; anything else goes to
-``datasets.load_dataset``. `require_columns` turns a missing column into an error that says what to fix.
+split; a directory is read with ``load_from_disk`` when it was written by ``save_to_disk``, otherwise its
+splits are found from file and folder names the way ``datasets.load_dataset(<folder>)`` finds them
+(``train.*``, ``test.*``, ``validation.*``, ``train/``..., and all files as "train" when none is named after
+a split); anything else goes to ``datasets.load_dataset``. `require_columns` turns a missing column into an
+error that says what to fix.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ __all__ = ["DATA_FILE_FORMATS", "load_any", "require_columns"]
 DATA_FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # Files written by `save_to_disk` (DatasetDict, Dataset); their presence means "use load_from_disk".
 SAVED_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
-SPLIT_FILE_STEMS = ("train", "validation", "test")
 
 DataFiles = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 
@@ -121,32 +122,59 @@ def _load_directory(path: Path, *, config: str | None, data_files: DataFiles | N
 
     if any((path / marker).is_file() for marker in SAVED_DATASET_MARKERS):
         return _as_dataset_dict(datasets.load_from_disk(str(path)), str(path))
-
-    split_files = {
-        stem: [
-            p
-            for p in sorted(path.iterdir())
-            if p.is_file() and p.stem == stem and p.suffix.lower() in DATA_FILE_FORMATS
-        ]
-        for stem in SPLIT_FILE_STEMS
-    }
-    split_files = {split: files for split, files in split_files.items() if files}
-    if split_files and data_files is None:
-        for split, files in split_files.items():
-            if len(files) > 1:
-                raise ValueError(
-                    f"{path} has several {split} files ({', '.join(f.name for f in files)}); keep one."
-                )
-        builders = {_builder_for(files[0]) for files in split_files.values()}
-        if len(builders) > 1:
-            raise ValueError(f"{path} mixes data file formats ({', '.join(sorted(builders))}); use one.")
-        loaded = datasets.load_dataset(
-            builders.pop(), data_files={split: str(files[0]) for split, files in split_files.items()}
-        )
-        return _as_dataset_dict(loaded, str(path))
-
-    # No train/test files: a dataset script or repository layout that `datasets` understands.
+    if config is None and data_files is None:
+        data_files = _split_files(path)
     return _as_dataset_dict(datasets.load_dataset(str(path), config, data_files=data_files), str(path))
+
+
+def _split_files(path: Path) -> dict[str, list[str]]:
+    """The data files of each split of folder ``path``, found by the rules of ``datasets.load_dataset``.
+
+    Files and folders named after a split (``train.jsonl``, ``test-0.csv``, ``validation/``; also the
+    synonyms ``training``, ``dev``, ``val``, ``eval`` ...) give that split; with none, every file is "train".
+    A folder with no file ``datasets`` can read raises `FileNotFoundError` saying what was looked for.
+    """
+    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+    from datasets.exceptions import DataFilesNotFoundError
+    from datasets.load import infer_module_for_data_files
+
+    try:
+        resolved = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
+    except EmptyDatasetError:
+        raise FileNotFoundError(_no_data_files(path)) from None
+    split_files = {str(split): list(files) for split, files in resolved.items()}
+    _check_one_format(path, split_files)
+    try:
+        infer_module_for_data_files(resolved, str(path))
+    except DataFilesNotFoundError:
+        found = ", ".join(Path(f).name for files in split_files.values() for f in files)
+        raise FileNotFoundError(f"{_no_data_files(path)} It holds only {found}.") from None
+    return split_files
+
+
+def _check_one_format(path: Path, split_files: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a folder whose splits hold tabular files of different formats (``datasets`` reads one)."""
+    builders = {
+        DATA_FILE_FORMATS[Path(file).suffix.lower()]
+        for files in split_files.values()
+        for file in files
+        if Path(file).suffix.lower() in DATA_FILE_FORMATS
+    }
+    if len(builders) > 1:
+        listing = "; ".join(
+            f"{split}: {', '.join(Path(f).name for f in files)}" for split, files in split_files.items()
+        )
+        raise ValueError(
+            f"{path} mixes data file formats ({', '.join(sorted(builders))}) in {listing}; use one."
+        )
+
+
+def _no_data_files(path: Path) -> str:
+    return (
+        f"{path} has no data files: looked for train.*, validation.* and test.* files (or any "
+        f"{'/'.join(sorted(set(DATA_FILE_FORMATS)))} file) and for a save_to_disk dataset "
+        f"({', '.join(SAVED_DATASET_MARKERS)})."
+    )
 
 
 def _as_dataset_dict(loaded: Any, source: str) -> datasets.DatasetDict:
