@@ -1,6 +1,6 @@
 """vLLM rollout on this CPU: the weight sync really moves the engine to the updated policy (tied or untied
-embeddings), and GRPO runs end to end with the engine colocated in the trainer, with full weights and with a
-LoRA adapter."""
+embeddings), a partial sync raises, and GRPO runs end to end with the engine colocated in the trainer, with
+full weights and with a LoRA adapter."""
 
 from __future__ import annotations
 
@@ -114,11 +114,61 @@ class TestWeightSync:
         assert stale == pytest.approx(hf_before, abs=0.05)
 
         tensors = pushed(model)
-        report = reload_engine_weights(llm, tensors)
+        # Read every layer through its kernels: the whole check, not this sync's share.
+        report = reload_engine_weights(llm, tensors, kernel_reads=None)
         synced = vllm_completion_logprob(llm, ids, prompt_len)
         assert close(synced, hf_after)
         assert abs(synced - hf_before) > 5.0
+        # The self-check compared every pushed tensor with what the engine computes with.
+        assert report["checked"] == len(tensors) and not report["deferred"] and not report["unchecked"]
         assert report["tied"] == (["lm_head", "model.embed_tokens"] if tied else [])
+
+    def test_partial_sync_raises(self, engine_for, tiny_model):
+        from posttrain.rollout import WeightSyncError, reload_engine_weights
+
+        llm = engine_for(tiny_model)
+        model, ids, prompt_len = probe(tiny_model)
+        on_disk = [(name, tensor.clone()) for name, tensor in pushed(model)]
+        optimizer_step(model, ids, prompt_len)
+        hf_after = hf_completion_logprob(model, ids, prompt_len)
+
+        # A push that leaves out a layer, or the (tied) embedding, leaves the engine on other weights than the
+        # policy's: the sync raises instead of letting generation go on.
+        for drop, missing in [
+            (".layers.1.", "model.layers.1."),
+            ("embed_tokens", "model.embed_tokens.weight"),
+        ]:
+            reload_engine_weights(llm, on_disk)
+            with pytest.raises(WeightSyncError, match=f"missing: {missing}"):
+                reload_engine_weights(llm, pushed(model, drop=drop))
+            assert not close(vllm_completion_logprob(llm, ids, prompt_len), hf_after)
+
+        reload_engine_weights(llm, pushed(model))
+        assert close(vllm_completion_logprob(llm, ids, prompt_len), hf_after)
+
+    def test_stale_output_projection_never_passes_silently(self, engine_for, tiny_model, monkeypatch):
+        """Without the refresh of tied layers (the engine runs in this process, so patching reaches it), the output
+        projection of a tied model computes with old weights wherever its kernels keep a packed copy; the check
+        must then raise. Where the kernels read the shared weight directly, the engine follows anyway."""
+        from posttrain import rollout
+
+        llm = engine_for(tiny_model)
+        model, ids, prompt_len = probe(tiny_model)
+        rollout.reload_engine_weights(llm, pushed(model))
+        optimizer_step(model, ids, prompt_len)
+        hf_after = hf_completion_logprob(model, ids, prompt_len)
+
+        monkeypatch.setattr(rollout, "_tied_modules", lambda model: {})
+        try:
+            rollout.reload_engine_weights(llm, pushed(model))
+        except rollout.WeightSyncError as err:
+            assert "stale: lm_head" in str(err)
+            assert not close(vllm_completion_logprob(llm, ids, prompt_len), hf_after)
+        else:
+            assert close(vllm_completion_logprob(llm, ids, prompt_len), hf_after)
+        monkeypatch.undo()
+        rollout.reload_engine_weights(llm, pushed(model))
+        assert close(vllm_completion_logprob(llm, ids, prompt_len), hf_after)
 
 
 def test_failed_sync_raises_instead_of_training_on_stale_weights():

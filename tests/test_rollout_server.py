@@ -1,5 +1,5 @@
 """vLLM rollout server on loopback: started by `posttrain serve`, its weights follow the trainer's through
-the file + reload sync, and GRPO runs end to end against it."""
+the file + reload sync (checked by the server itself), and GRPO runs end to end against it."""
 
 from __future__ import annotations
 
@@ -98,7 +98,23 @@ def test_server_weight_sync_follows_an_optimizer_step(rollout_server, tiny_model
     synced = server_completion_logprob(client.base_url, client.model, ids, prompt_len)
     assert synced == pytest.approx(hf_after, abs=0.05 + 0.01 * abs(hf_after))
     assert abs(synced - hf_before) > 5.0
-    assert client.last_sync_report["tied"] == ["lm_head", "model.embed_tokens"]
+    # The server checked every tensor of the file against what its layers compute with.
+    report = client.last_sync_report
+    assert report["checked"] == len(tensors) and not report["unchecked"]
+    assert report["tied"] == ["lm_head", "model.embed_tokens"]
+
+
+def test_server_partial_sync_raises(rollout_server, tiny_model, tmp_path, monkeypatch):
+    from posttrain.rollout import WeightSyncError
+
+    client = sync_client(rollout_server, tmp_path, monkeypatch)
+    model, ids, prompt_len = probe(tiny_model)
+    with pytest.raises(WeightSyncError, match="missing: model.embed_tokens.weight"):
+        client.update_named_params(None, iter(pushed(model, drop="embed_tokens")))
+    client.update_named_params(None, iter(pushed(model)))
+    client.reset_prefix_cache()
+    synced = server_completion_logprob(client.base_url, client.model, ids, prompt_len)
+    assert synced == pytest.approx(hf_completion_logprob(model, ids, prompt_len), abs=0.05)
 
 
 def test_grpo_with_vllm_server_on_loopback(rollout_server, tiny_model, offline_cache, tmp_path, monkeypatch):
