@@ -2,7 +2,8 @@
 
     python benchmarks/grpo_rollout.py [--steps 4] [--model smollm2-135m-instruct]
 
-One GRPO configuration (8 generations per prompt, up to 128 new tokens, beta 0) runs through `posttrain
+One GRPO configuration, the size of recipes/gsm_symbolic/grpo_cpu_vllm.yaml (1 prompt x 8 generations per
+step, up to 128 new tokens, beta 0, dapo loss), runs through `posttrain
 train` with `rollout: hf` and with `rollout: vllm_colocate` (with and without TRL's importance-sampling
 correction, which costs one extra forward), each in its own process. The table gives seconds per step (first
 step excluded), generation seconds and generated tokens per second inside the step, the weight-sync cost,
@@ -186,6 +187,8 @@ def main() -> None:
             f"{row['name']:<22}{row['s_per_step']:>8.1f}{row['gen_s']:>8.1f}{row['tok_per_s']:>11.0f}"
             f"{row['sync_s']:>8.2f}{row['logp_fwd_s']:>11.1f}{hf['s_per_step'] / row['s_per_step']:>8.2f}"
         )
+    for row in rows[1:]:
+        lines.append(f"generation s/step, hf / {row['name']}: {hf['gen_s'] / row['gen_s']:.2f}x (goal: 3x)")
     lines.append(f"bare vllm.LLM.generate, same prompts: {bare_tps:.0f} tok/s")
     for row in rows[1:]:
         lines.append(f"{row['name']} rollout throughput / bare vLLM: {row['tok_per_s'] / bare_tps:.2f}")
