@@ -65,8 +65,7 @@ def test_grpo_recipe_trains_on_classification_prompts(
 
 
 def test_sft_baseline_trains_on_the_same_prompts(tiny_model, offline_cache, tmp_path):
-    results = run("sft_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
-    assert results["train"]["global_step"] > 0
+    run("sft_intent_cpu.yaml", tiny_model, tmp_path, ["--num_train_epochs", "1"])
     assert adapter_trained(tmp_path)
 
 
