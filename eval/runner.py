@@ -3,7 +3,9 @@ rewards, and summarise (mean reward, pass@k, maj@k, mean@k, and calibration when
 
 Samples are appended to ``samples[.rankR].jsonl`` as they are scored, so an interrupted run resumes where it
 stopped: prompts already written are skipped, and the summary is computed from the file, without duplicates
-or gaps. Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel); rank 0 writes the summary.
+or gaps. A prompt's samples depend on the seed, its text and the sample index only (see
+:mod:`posttrain.generation`), so a resumed run, or one with another chunk size, writes the same rows.
+Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel); rank 0 writes the summary.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.engines import Sampling, make_engine
-from eval.generation import render_prompts
+from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,23 @@ class EvalArguments:
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
-    seed: int = field(default=0, metadata={"help": "Engine seed."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Sampling seed; with a prompt's text and sample index it seeds each sample."},
+    )
     engine: str = field(
-        default="auto", metadata={"help": "'vllm', 'hf', or 'auto' (vLLM on GPUs, HF generation on CPUs)."}
+        default="auto",
+        metadata={
+            "help": "'vllm', 'hf', or 'auto' (vLLM when it is installed and the job is large enough to repay its "
+            "start-up, HF generation otherwise)."
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation dtype: 'auto' (bfloat16 where the GPU or CPU computes it natively, else float32), "
+            "'bfloat16', 'float16' or 'float32'."
+        },
     )
     tensor_parallel_size: int = field(
         default=1, metadata={"help": "vLLM tensor parallelism (GPUs per engine)."}
@@ -92,7 +107,7 @@ class EvalArguments:
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "vllm", "hf"):
+        if self.engine not in ENGINES:
             raise ValueError(f"engine must be 'auto', 'vllm' or 'hf', got {self.engine!r}.")
         if self.answer_parser not in ("number", "text", "none"):
             raise ValueError(f"answer_parser must be 'number', 'text' or 'none', got {self.answer_parser!r}.")
@@ -239,7 +254,8 @@ def evaluate_model(
                 engine = make_engine(
                     args.engine,
                     model_path,
-                    seed=args.seed + rank,
+                    expected_tokens=len(todo) * args.n * args.max_new_tokens,
+                    dtype=args.dtype,
                     tensor_parallel_size=args.tensor_parallel_size,
                 )
             except OSError as err:
