@@ -4,8 +4,14 @@ rewards, and summarise (mean reward, pass@k, maj@k, mean@k, and calibration when
 Samples are appended to ``samples[.rankR].jsonl`` as they are scored, so an interrupted run resumes where it
 stopped: prompts already written are skipped, and the summary is computed from the file, without duplicates
 or gaps. A prompt's samples depend on the seed, its text and the sample index only (see
-:mod:`posttrain.generation`), so a resumed run, or one with another chunk size, writes the same rows.
-Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel); rank 0 writes the summary.
+:mod:`posttrain.generation`), so a resumed run, or one with another chunk size or number of processes, writes
+the same rows.
+
+Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel, launched by ``torchrun`` or
+``accelerate launch``, which also set the rendezvous ``MASTER_ADDR``/``MASTER_PORT``). They meet in a gloo
+process group: rank 0 gathers every rank's rows and writes the summary. A rank that crashes closes its
+connections and the others fail at once with an error; ``rank_timeout_minutes`` bounds the wait for a rank that
+hangs.
 """
 
 from __future__ import annotations
@@ -14,13 +20,25 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from eval.calibration import parse_confidence
+from eval.summary import summarize_samples, write_comparison
+from posttrain.data import load_dataset_for, require_columns
+from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
+from posttrain.models import resolve_model_path
+from rewards.math import extract_final_number
+from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +123,13 @@ class EvalArguments:
         default=32, metadata={"help": "Prompts per generation call; results are written after each chunk."}
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
+    rank_timeout_minutes: float = field(
+        default=360.0,
+        metadata={
+            "help": "With several processes: how long one waits for the others (a crashed rank fails the others "
+            "at once; this bounds a hung one)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -146,8 +171,63 @@ def model_specs(args: EvalArguments) -> list[ModelSpec]:
     return specs
 
 
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among an evaluation's processes, and the gloo group they meet in."""
+
+    rank: int = 0
+    world: int = 1
+    group: Any = None  # None: torch.distributed's default group
+    timeout_minutes: float = 0.0
+
+
+@contextmanager
+def rank_group(timeout_minutes: float, *, distributed: bool = True) -> Iterator[Ranks]:
+    """The processes of a data-parallel evaluation, from ``RANK``/``WORLD_SIZE``, joined in a gloo group.
+
+    Joins the process group torchrun/accelerate's environment describes (and leaves it afterwards), or reuses
+    one already running (a gloo group as it is, another backend through a new gloo group). With
+    ``distributed=False`` or one process, no group: this process evaluates every prompt.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not distributed or world == 1:
+        yield Ranks()
+        return
+    timeout = timedelta(minutes=timeout_minutes)
+    if dist.is_initialized():
+        if dist.get_world_size() != world:
+            raise RuntimeError(
+                f"WORLD_SIZE={world}, but the running process group has {dist.get_world_size()}."
+            )
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield Ranks(rank, world, group, timeout_minutes)
+        return
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE={world} but {' and '.join(missing)} unset: launch the processes with torchrun or "
+            "accelerate launch, which set the rendezvous, or set it yourself."
+        )
+    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world, timeout=timeout)
+    try:
+        yield Ranks(rank, world, None, timeout_minutes)
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_rows(rows: dict[int, dict], ranks: Ranks) -> list[dict[int, dict]] | None:
+    """Every rank's rows, on rank 0 (``None`` on the others), once all ranks have generated theirs."""
+    if ranks.world == 1:
+        return [rows]
+    gathered: list[Any] | None = [None] * ranks.world if ranks.rank == 0 else None
+    try:
+        dist.gather_object(rows, gathered, dst=0, group=ranks.group)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"Rank {ranks.rank}: another rank of this evaluation failed, or did not finish within "
+            f"{ranks.timeout_minutes:g} minutes ({err}). The rows written so far are kept; rerun to resume."
+        ) from err
+    return gathered
 
 
 def _samples_path(out: Path, rank: int, world: int) -> Path:
@@ -180,15 +260,12 @@ def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
 
 def _merged_model(spec: ModelSpec, out: Path) -> str:
     """A base model with its adapter merged, saved once, since every engine loads full checkpoints."""
-    from posttrain.models import resolve_model_path
-
     base = resolve_model_path(spec.model)
     if spec.adapter is None:
         return base
     target = out / "merged-model"
     if not (target / "config.json").exists():
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         logger.info("Merging adapter %s into %s", spec.adapter, base)
         merged = PeftModel.from_pretrained(
@@ -215,19 +292,22 @@ def _answer(text: str, parser: str) -> str | None:
     if parser == "none":
         return None
     if parser == "number":
-        from rewards.math import extract_final_number
-
         return extract_final_number(text)
     return text.strip().lower() or None
 
 
 def evaluate_model(
-    spec: ModelSpec, args: EvalArguments, dataset, scorers, out: Path, engine=None
+    spec: ModelSpec,
+    args: EvalArguments,
+    dataset: Any,
+    scorers: list,
+    out: Path,
+    engine: Any = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any] | None:
     """Generate, score and append the rows this rank owns; rank 0 then summarises all ranks' rows."""
-    from eval.summary import summarize_samples
-
-    rank, world = _rank()
+    ranks = ranks or Ranks()
+    rank, world = ranks.rank, ranks.world
     out.mkdir(parents=True, exist_ok=True)
     path = _samples_path(out, rank, world)
     mine = list(range(len(dataset)))[rank::world]
@@ -239,8 +319,6 @@ def evaluate_model(
         )
 
     if todo:
-        from transformers import AutoConfig, AutoTokenizer
-
         if engine is None:
             model_path = _merged_model(spec, out)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -284,10 +362,10 @@ def evaluate_model(
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
-                        from eval.calibration import parse_confidence
-
                         row["confidences"] = [parse_confidence(t) for t in texts]
-                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    sink.write(line + "\n")
+                    done[index] = json.loads(line)  # as a resumed run reads it back
                 sink.flush()
                 generated_tokens += engine.last_tokens
                 progress.update(len(indices))
@@ -297,14 +375,12 @@ def evaluate_model(
         (out / f"throughput.rank{rank}.json").write_text(json.dumps(throughput))
         del engine
 
-    (out / f"done.rank{rank}").write_text("")
-    if rank != 0:
+    gathered = gather_rows(done, ranks)
+    if gathered is None:
         return None
-    while not all((out / f"done.rank{r}").exists() for r in range(world)):
-        time.sleep(2)  # the other ranks are still generating
     rows: dict[int, dict] = {}
-    for r in range(world):
-        rows.update(read_samples(_samples_path(out, r, world)))
+    for part in gathered:
+        rows.update(part)
     missing = sorted(set(range(len(dataset))) - set(rows))
     if missing:
         raise RuntimeError(
@@ -315,15 +391,20 @@ def evaluate_model(
     return summary
 
 
-def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=None) -> dict[str, dict]:
+def run_eval(
+    args: EvalArguments,
+    data: Any,
+    base_dir: Path | None = None,
+    engine: Any = None,
+    *,
+    distributed: bool = True,
+) -> dict[str, dict]:
     """Evaluate every model named by ``args`` on the dataset described by ``data`` (DataArguments).
 
-    ``engine`` replaces loading each model (one model only): the training callback passes the live policy.
+    ``engine`` replaces loading each model (one model only): the training callback passes the live policy, and
+    this process then evaluates every prompt. Otherwise the processes of ``RANK``/``WORLD_SIZE`` split the
+    prompts; ``distributed=False`` keeps every prompt here (one process of a larger job evaluating alone).
     """
-    from posttrain.data import load_dataset_for, require_columns
-    from posttrain.formatting import format_split, template_columns
-    from rewards.registry import load_reward_functions, reward_required_columns
-
     specs = model_specs(args)
     if engine is not None and len(specs) > 1:
         raise ValueError("An engine passed in serves one model; name one model.")
@@ -349,11 +430,12 @@ def run_eval(args: EvalArguments, data, base_dir: Path | None = None, engine=Non
 
     out = Path(args.output_dir)
     results = {}
-    for spec in specs:
-        target = out / spec.label if len(specs) > 1 else out
-        results[spec.label] = evaluate_model(spec, args, dataset, scorers, target, engine=engine)
+    with rank_group(args.rank_timeout_minutes, distributed=distributed and engine is None) as ranks:
+        for spec in specs:
+            target = out / spec.label if len(specs) > 1 else out
+            results[spec.label] = evaluate_model(
+                spec, args, dataset, scorers, target, engine=engine, ranks=ranks
+            )
     if len(specs) > 1 and all(v is not None for v in results.values()):
-        from eval.summary import write_comparison
-
         write_comparison(results, out)
     return results
