@@ -65,18 +65,19 @@ def train_recipe(path: str, out: Path, seed: int, model: Path | None = None) -> 
 
 
 def evaluate(eval_yaml: str, model: Path | None, adapter: Path | None, out: Path, engine: str) -> dict:
-    from eval.runner import EvalArguments, run_eval
-    from posttrain.configs import DataArguments
-    from posttrain.recipe import parse_dataclasses, read_yaml
+    from eval.runner import parse_evaluation, run_eval
+    from posttrain.methods import discover_methods
+    from posttrain.parsing import read_yaml
 
+    discover_methods()  # the classification data builder comes with cls_rl
     path = REPO / eval_yaml
-    args, data = parse_dataclasses(read_yaml(path), [], (EvalArguments, DataArguments), str(path))
+    args, data, builder = parse_evaluation(read_yaml(path), [], str(path))
     args = dataclasses.replace(
         args, adapter_path=str(adapter) if adapter else None, engine=engine, output_dir=str(out)
     )
     if model is not None:
         args = dataclasses.replace(args, model_name_or_path=str(model))
-    (summary,) = run_eval(args, data, base_dir=path.parent).values()
+    (summary,) = run_eval(args, data, builder, base_dir=path.parent).values()
     return summary
 
 

@@ -1,7 +1,8 @@
 """Evaluate checkpoints during training with the same machinery as `posttrain eval`.
 
-At every save the live policy is evaluated with the HF engine (no reload, no second copy of the weights);
-the summary lands in ``<output_dir>/eval/checkpoint-N/`` and its headline numbers in the trainer's log.
+At every save the live policy is evaluated with the HF engine in the policy's own dtype (no reload, no second
+copy of the weights, no cast of the model being trained), by this process alone; the summary lands in
+``<output_dir>/eval/checkpoint-N/`` and its headline numbers in the trainer's log.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from eval.engines import HFEngine
 from eval.runner import EvalArguments, run_eval
+from posttrain.generation import make_engine
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class CheckpointEvalCallback(TrainerCallback):
         self.builder_args = builder_args
         self.base_dir = base_dir
 
-    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs) -> None:
         if not state.is_world_process_zero or model is None:
             return
         name = f"checkpoint-{state.global_step}"
@@ -39,7 +40,7 @@ class CheckpointEvalCallback(TrainerCallback):
             output_dir=str(Path(args.output_dir) / "eval" / name),
         )
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        engine = HFEngine("", seed=eval_args.seed, model=model, tokenizer=tokenizer)
+        engine = make_engine("hf", model=model, tokenizer=tokenizer)
         (summary,) = run_eval(
             eval_args, self.data_args, self.builder_args, base_dir=self.base_dir, engine=engine
         ).values()

@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from eval.generation import generate_greedy, render_prompts
+from posttrain.generation import generate_greedy, render_prompts
 
 logger = logging.getLogger(__name__)
 

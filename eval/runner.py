@@ -3,7 +3,15 @@ rewards, and summarise (mean reward, pass@k, maj@k, mean@k, and calibration when
 
 Samples are appended to ``samples[.rankR].jsonl`` as they are scored, so an interrupted run resumes where it
 stopped: prompts already written are skipped, and the summary is computed from the file, without duplicates
-or gaps. Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel); rank 0 writes the summary.
+or gaps. A prompt's samples depend on the seed, its text and the sample index only (see
+:mod:`posttrain.generation`), so a resumed run, or one with another chunk size or number of processes, writes
+the same rows.
+
+Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel, launched by ``torchrun`` or
+``accelerate launch``, which also set the rendezvous ``MASTER_ADDR``/``MASTER_PORT``). They meet in a gloo
+process group: rank 0 gathers every rank's rows and writes the summary. A rank that crashes closes its
+connections and the others fail at once with an error; ``rank_timeout_minutes`` bounds the wait for a rank that
+hangs.
 """
 
 from __future__ import annotations
@@ -12,18 +20,26 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from eval.engines import Sampling, make_engine
-from eval.generation import render_prompts
+from eval.calibration import parse_confidence
+from eval.summary import summarize_samples, write_comparison
 from posttrain.configs import DataArguments
 from posttrain.data import load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
+from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
+from posttrain.models import resolve_model_path
 from posttrain.parsing import data_sections, parse_dataclasses
+from rewards.math import extract_final_number
 from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger(__name__)
@@ -84,9 +100,23 @@ class EvalArguments:
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
-    seed: int = field(default=0, metadata={"help": "Engine seed."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Sampling seed; with a prompt's text and sample index it seeds each sample."},
+    )
     engine: str = field(
-        default="auto", metadata={"help": "'vllm', 'hf', or 'auto' (vLLM on GPUs, HF generation on CPUs)."}
+        default="auto",
+        metadata={
+            "help": "'vllm', 'hf', or 'auto' (vLLM when it is installed and the job is large enough to repay its "
+            "start-up, HF generation otherwise)."
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation dtype: 'auto' (bfloat16 where the GPU or CPU computes it natively, else float32), "
+            "'bfloat16', 'float16' or 'float32'."
+        },
     )
     tensor_parallel_size: int = field(
         default=1, metadata={"help": "vLLM tensor parallelism (GPUs per engine)."}
@@ -95,9 +125,16 @@ class EvalArguments:
         default=32, metadata={"help": "Prompts per generation call; results are written after each chunk."}
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
+    rank_timeout_minutes: float = field(
+        default=360.0,
+        metadata={
+            "help": "With several processes: how long one waits for the others (a crashed rank fails the others "
+            "at once; this bounds a hung one)."
+        },
+    )
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "vllm", "hf"):
+        if self.engine not in ENGINES:
             raise ValueError(f"engine must be 'auto', 'vllm' or 'hf', got {self.engine!r}.")
         if self.answer_parser not in ("number", "text", "none"):
             raise ValueError(f"answer_parser must be 'number', 'text' or 'none', got {self.answer_parser!r}.")
@@ -136,8 +173,63 @@ def model_specs(args: EvalArguments) -> list[ModelSpec]:
     return specs
 
 
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among an evaluation's processes, and the gloo group they meet in."""
+
+    rank: int = 0
+    world: int = 1
+    group: Any = None  # None: torch.distributed's default group
+    timeout_minutes: float = 0.0
+
+
+@contextmanager
+def rank_group(timeout_minutes: float, *, distributed: bool = True) -> Iterator[Ranks]:
+    """The processes of a data-parallel evaluation, from ``RANK``/``WORLD_SIZE``, joined in a gloo group.
+
+    Joins the process group torchrun/accelerate's environment describes (and leaves it afterwards), or reuses
+    one already running (a gloo group as it is, another backend through a new gloo group). With
+    ``distributed=False`` or one process, no group: this process evaluates every prompt.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not distributed or world == 1:
+        yield Ranks()
+        return
+    timeout = timedelta(minutes=timeout_minutes)
+    if dist.is_initialized():
+        if dist.get_world_size() != world:
+            raise RuntimeError(
+                f"WORLD_SIZE={world}, but the running process group has {dist.get_world_size()}."
+            )
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield Ranks(rank, world, group, timeout_minutes)
+        return
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE={world} but {' and '.join(missing)} unset: launch the processes with torchrun or "
+            "accelerate launch, which set the rendezvous, or set it yourself."
+        )
+    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world, timeout=timeout)
+    try:
+        yield Ranks(rank, world, None, timeout_minutes)
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_rows(rows: dict[int, dict], ranks: Ranks) -> list[dict[int, dict]] | None:
+    """Every rank's rows, on rank 0 (``None`` on the others), once all ranks have generated theirs."""
+    if ranks.world == 1:
+        return [rows]
+    gathered: list[Any] | None = [None] * ranks.world if ranks.rank == 0 else None
+    try:
+        dist.gather_object(rows, gathered, dst=0, group=ranks.group)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"Rank {ranks.rank}: another rank of this evaluation failed, or did not finish within "
+            f"{ranks.timeout_minutes:g} minutes ({err}). The rows written so far are kept; rerun to resume."
+        ) from err
+    return gathered
 
 
 def _samples_path(out: Path, rank: int, world: int) -> Path:
@@ -170,15 +262,12 @@ def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
 
 def _merged_model(spec: ModelSpec, out: Path) -> str:
     """A base model with its adapter merged, saved once, since every engine loads full checkpoints."""
-    from posttrain.models import resolve_model_path
-
     base = resolve_model_path(spec.model)
     if spec.adapter is None:
         return base
     target = out / "merged-model"
     if not (target / "config.json").exists():
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         logger.info("Merging adapter %s into %s", spec.adapter, base)
         merged = PeftModel.from_pretrained(
@@ -205,19 +294,22 @@ def _answer(text: str, parser: str) -> str | None:
     if parser == "none":
         return None
     if parser == "number":
-        from rewards.math import extract_final_number
-
         return extract_final_number(text)
     return text.strip().lower() or None
 
 
 def evaluate_model(
-    spec: ModelSpec, args: EvalArguments, dataset, scorers, out: Path, engine=None
+    spec: ModelSpec,
+    args: EvalArguments,
+    dataset: Any,
+    scorers: list,
+    out: Path,
+    engine: Any = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any] | None:
     """Generate, score and append the rows this rank owns; rank 0 then summarises all ranks' rows."""
-    from eval.summary import summarize_samples
-
-    rank, world = _rank()
+    ranks = ranks or Ranks()
+    rank, world = ranks.rank, ranks.world
     out.mkdir(parents=True, exist_ok=True)
     path = _samples_path(out, rank, world)
     mine = list(range(len(dataset)))[rank::world]
@@ -229,8 +321,6 @@ def evaluate_model(
         )
 
     if todo:
-        from transformers import AutoConfig, AutoTokenizer
-
         if engine is None:
             model_path = _merged_model(spec, out)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -244,7 +334,8 @@ def evaluate_model(
                 engine = make_engine(
                     args.engine,
                     model_path,
-                    seed=args.seed + rank,
+                    expected_tokens=len(todo) * args.n * args.max_new_tokens,
+                    dtype=args.dtype,
                     tensor_parallel_size=args.tensor_parallel_size,
                 )
             except OSError as err:
@@ -273,10 +364,10 @@ def evaluate_model(
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
-                        from eval.calibration import parse_confidence
-
                         row["confidences"] = [parse_confidence(t) for t in texts]
-                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    sink.write(line + "\n")
+                    done[index] = json.loads(line)  # as a resumed run reads it back
                 sink.flush()
                 generated_tokens += engine.last_tokens
                 progress.update(len(indices))
@@ -286,14 +377,12 @@ def evaluate_model(
         (out / f"throughput.rank{rank}.json").write_text(json.dumps(throughput))
         del engine
 
-    (out / f"done.rank{rank}").write_text("")
-    if rank != 0:
+    gathered = gather_rows(done, ranks)
+    if gathered is None:
         return None
-    while not all((out / f"done.rank{r}").exists() for r in range(world)):
-        time.sleep(2)  # the other ranks are still generating
     rows: dict[int, dict] = {}
-    for r in range(world):
-        rows.update(read_samples(_samples_path(out, r, world)))
+    for part in gathered:
+        rows.update(part)
     missing = sorted(set(range(len(dataset))) - set(rows))
     if missing:
         raise RuntimeError(
@@ -319,12 +408,16 @@ def run_eval(
     data: DataArguments,
     builder_args: Any = None,
     base_dir: Path | None = None,
-    engine=None,
+    engine: Any = None,
+    *,
+    distributed: bool = True,
 ) -> dict[str, dict]:
     """Evaluate every model named by ``args`` on the dataset described by ``data`` and its data builder's
     fields ``builder_args``.
 
-    ``engine`` replaces loading each model (one model only): the training callback passes the live policy.
+    ``engine`` replaces loading each model (one model only): the training callback passes the live policy, and
+    this process then evaluates every prompt. Otherwise the processes of ``RANK``/``WORLD_SIZE`` split the
+    prompts; ``distributed=False`` keeps every prompt here (one process of a larger job evaluating alone).
     """
     specs = model_specs(args)
     if engine is not None and len(specs) > 1:
@@ -351,11 +444,12 @@ def run_eval(
 
     out = Path(args.output_dir)
     results = {}
-    for spec in specs:
-        target = out / spec.label if len(specs) > 1 else out
-        results[spec.label] = evaluate_model(spec, args, dataset, scorers, target, engine=engine)
+    with rank_group(args.rank_timeout_minutes, distributed=distributed and engine is None) as ranks:
+        for spec in specs:
+            target = out / spec.label if len(specs) > 1 else out
+            results[spec.label] = evaluate_model(
+                spec, args, dataset, scorers, target, engine=engine, ranks=ranks
+            )
     if len(specs) > 1 and all(v is not None for v in results.values()):
-        from eval.summary import write_comparison
-
         write_comparison(results, out)
     return results

@@ -1,12 +1,18 @@
-"""`posttrain eval`: samples, summary, resume without duplicates or gaps, comparisons, calibration, and the
-errors a user meets first."""
+"""`posttrain eval`: samples, summary, resume without duplicates or gaps, comparisons, calibration, processes
+that meet in a process group, and the errors a user meets first."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from eval.runner import EvalArguments, read_samples, run_eval
 from eval.summary import summarize_samples
@@ -30,9 +36,31 @@ def eval_args(model: Path, out: Path, **overrides) -> EvalArguments:
         "max_new_tokens": 4,
         "chunk_size": 2,
         "engine": "hf",
+        # float32: the random tiny model's near-uniform logits would let bfloat16 noise flip samples between
+        # batchings, and these tests compare runs that batch differently.
+        "dtype": "float32",
         "output_dir": str(out),
     }
     return EvalArguments(**{**settings, **overrides})
+
+
+# Scorers for the multi-process tests: rank 1 is slow to finish, or fails.
+RANK_SCORERS = """
+import os
+import time
+
+
+def slow_on_rank1(completions, **kwargs):
+    if os.environ.get("RANK") == "1":
+        time.sleep(5)
+    return [float(len(c) % 2) for c in completions]
+
+
+def crash_on_rank1(completions, **kwargs):
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("rank 1 breaks")
+    return [0.0 for _ in completions]
+"""
 
 
 def test_eval_writes_samples_and_summary(tiny_model, offline_cache, tmp_path):
@@ -61,6 +89,24 @@ def test_interrupted_eval_resumes_to_the_same_summary(tiny_model, offline_cache,
     indices = [json.loads(line)["index"] for line in samples.read_text().splitlines()]
     assert sorted(indices) == list(range(6))  # no duplicates, no gaps
     assert resumed == full
+
+
+def test_resumed_sampled_eval_rechunked_gives_the_same_rows(tiny_model, offline_cache, tmp_path):
+    """Samples depend on the seed, prompt and sample index only: a resumed run that batches differently writes
+    the rows an uninterrupted run writes."""
+    sampled = {"n": 2, "temperature": 1.0, "max_new_tokens": 6}
+    run_eval(eval_args(tiny_model, tmp_path / "full", chunk_size=6, **sampled), data_args())
+    out = tmp_path / "resumed"
+    run_eval(eval_args(tiny_model, out, chunk_size=2, **sampled), data_args())
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    samples.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:10])
+    (out / "summary.json").unlink()
+    run_eval(eval_args(tiny_model, out, chunk_size=3, **sampled), data_args())
+    full = read_samples(tmp_path / "full" / "samples.jsonl")
+    resumed = read_samples(samples)
+    assert {i: r["completions"] for i, r in resumed.items()} == {i: r["completions"] for i, r in full.items()}
+    assert len({c for r in full.values() for c in r["completions"]}) > 6
 
 
 def test_comparison_of_several_models(tiny_model, offline_cache, tmp_path):
@@ -143,37 +189,86 @@ def test_embedded_model_on_real_math_with_both_engines(offline_cache, tmp_path):
     assert agree >= 4
 
 
+def _dp_config(model: Path, tmp_path: Path, name: str, scorer: str, **extra) -> Path:
+    """An evaluation YAML (torchrun's own parser would take flags such as --n for its own)."""
+    (tmp_path / "rank_scorers.py").write_text(RANK_SCORERS)
+    config = {
+        "model_name_or_path": str(model),
+        "dataset_name": "gsm_symbolic",
+        "prompt_template": TEMPLATE,
+        "scorers": ["numeric_answer", "numeric_answer_format", f"rank_scorers.py:{scorer}"],
+        "answer_parser": "number",
+        "max_samples": 6,
+        "max_new_tokens": 4,
+        "chunk_size": 2,
+        "n": 2,
+        "temperature": 1.0,
+        "engine": "hf",
+        "dtype": "float32",
+        "output_dir": str(tmp_path / name),
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.mark.slow
 def test_data_parallel_ranks_split_prompts_and_rank0_summarises(tiny_model, offline_cache, tmp_path):
-    import os
-    import subprocess
-    import sys
+    """Two processes under torchrun; rank 1 finishes late and a marker file an old run left means nothing."""
+    config = _dp_config(tiny_model, tmp_path, "dp", "slow_on_rank1")
+    args = eval_args(tiny_model, tmp_path / "single", n=2, temperature=1.0)
+    args.scorers = [*args.scorers, "rank_scorers.py:slow_on_rank1"]
+    single = run_eval(args, data_args(), base_dir=tmp_path)[tiny_model.name]
+    dp = tmp_path / "dp"
+    dp.mkdir()
+    (dp / "done.rank1").write_text("")  # what the marker-file protocol of earlier versions left behind
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run([*launch, "-m", "posttrain", "eval", str(config)], check=True, timeout=600)
+    assert sorted(read_samples(dp / "samples.rank0.jsonl")) == [0, 2, 4]
+    assert sorted(read_samples(dp / "samples.rank1.jsonl")) == [1, 3, 5]
+    assert json.loads((dp / "summary.json").read_text()) == single  # sampled rows do not depend on the rank
 
-    single = run_eval(eval_args(tiny_model, tmp_path / "single"), data_args())[tiny_model.name]
-    flags = ["eval", "--model_name_or_path", str(tiny_model), "--dataset_name", "gsm_symbolic"]
-    flags += ["--prompt_template", TEMPLATE, "--scorers", "numeric_answer", "numeric_answer_format"]
-    flags += ["--answer_parser", "number", "--max_samples", "6", "--max_new_tokens", "4", "--chunk_size", "2"]
-    flags += ["--engine", "hf", "--output_dir", str(tmp_path / "dp")]
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_crashed_rank_fails_the_others_instead_of_hanging(tiny_model, offline_cache, tmp_path):
+    """Processes started by hand (no torchrun to tear the job down): rank 0 must not wait for rank 1 for ever."""
+    config = _dp_config(tiny_model, tmp_path, "dp", "crash_on_rank1", rank_timeout_minutes=30)
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    started = time.monotonic()
     ranks = [
         subprocess.Popen(
-            [sys.executable, "-m", "posttrain", *flags],
-            env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2"},
+            [sys.executable, "-m", "posttrain", "eval", str(config)],
+            env={**env, "RANK": str(rank)},
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        for rank in (1, 0)
+        for rank in (0, 1)
     ]
-    assert [p.wait(timeout=600) for p in ranks] == [0, 0]
-    assert sorted(read_samples(tmp_path / "dp" / "samples.rank0.jsonl")) == [0, 2, 4]
-    assert sorted(read_samples(tmp_path / "dp" / "samples.rank1.jsonl")) == [1, 3, 5]
-    assert json.loads((tmp_path / "dp" / "summary.json").read_text()) == single
+    errors = [p.communicate(timeout=600)[1] for p in ranks]
+    assert [p.returncode != 0 for p in ranks] == [True, True]
+    assert "rank 1 breaks" in errors[1]
+    assert "another rank of this evaluation failed" in errors[0]
+    assert time.monotonic() - started < 300  # well under the 30-minute timeout
+    assert not (tmp_path / "dp" / "summary.json").exists()
 
 
-def test_auto_engine_is_hf_without_a_gpu(tiny_model, monkeypatch):
-    import torch
-
-    from eval.engines import HFEngine, make_engine
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert isinstance(make_engine("auto", str(tiny_model), seed=0), HFEngine)
+def test_world_size_without_a_rendezvous_is_explained(tiny_model, offline_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun or accelerate launch"):
+        run_eval(eval_args(tiny_model, tmp_path), data_args())
+    # One process of a larger job can still evaluate alone.
+    summary = run_eval(eval_args(tiny_model, tmp_path), data_args(), distributed=False)[tiny_model.name]
+    assert summary["prompts"] == 6
 
 
 def test_classification_eval_reports_each_group(tiny_model, offline_cache, tmp_path):

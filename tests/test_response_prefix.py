@@ -6,9 +6,9 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from eval.generation import render_prompts
 from posttrain.configs import DataArguments
 from posttrain.formatting import format_split, prefixed_chat_template
+from posttrain.generation import render_prompts
 from posttrain.recipe import RecipeError, load_recipe
 from rewards.contract import RewardContractError, with_response_prefix
 from rewards.registry import load_reward_functions
