@@ -37,6 +37,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from posttrain.data import load_recipe_splits
+from posttrain.generation import Sampling, make_engine, render_prompt
+from posttrain.models import resolve_model_path
 from posttrain.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -59,12 +61,35 @@ class Stage:
 
 @dataclass
 class StageContext:
-    """What a stage may use: the recipe, this process's rank, and the model and tokenizer, loaded on first use."""
+    """What a stage may use: the recipe, this process's rank, and the recipe's model, loaded on first use,
+    either for generation through the shared service (:meth:`generate`) or as the trainer would load it
+    (:attr:`model`, :attr:`tokenizer`: for scoring, judging, embedding)."""
 
     recipe: Recipe
     rank: int = 0
     world_size: int = 1
+    engine_name: str = "auto"
+    dtype: str = "auto"
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def generate(
+        self, prompts: list[Any], sampling: Sampling, expected_rows: int | None = None
+    ) -> list[list[str]]:
+        """``sampling.n`` completions of each prompt (chat messages or strings) from the recipe's model.
+
+        The engine (``engine_name``; 'auto' sizes it by ``expected_rows`` prompts) starts on the first call and
+        serves every later batch. A prompt's samples depend on the seed and the prompt only, so a resumed stage
+        writes the rows an uninterrupted one would."""
+        if "engine" not in self._loaded:
+            rows = expected_rows if expected_rows is not None else len(prompts)
+            self._loaded["engine"] = make_engine(
+                self.engine_name,
+                resolve_model_path(self.recipe.model.model_name_or_path),
+                expected_tokens=rows * sampling.n * sampling.max_new_tokens,
+                dtype=self.dtype,
+            )
+        engine = self._loaded["engine"]
+        return engine.generate([render_prompt(engine.tokenizer, p) for p in prompts], sampling)
 
     @property
     def tokenizer(self):

@@ -132,3 +132,27 @@ def test_read_part_cuts_a_torn_line_and_ends_a_complete_one(tmp_path):
     part.write_text('{"index": 0, "row": {"a": 1}}\n{"index": 1, "ro')
     assert read_part(part) == {0: {"a": 1}}
     assert part.read_text() == '{"index": 0, "row": {"a": 1}}\n'
+
+
+def test_a_stage_generates_with_the_shared_service(tiny_model, tmp_path):
+    from posttrain.generation import Sampling, generate_greedy
+    from posttrain.recipe import load_recipe
+    from posttrain.stages import StageContext
+
+    recipe_path, _ = setup(tmp_path, rows=3)
+    sys.path.insert(0, str(FIXTURES))
+    import plugin_method  # noqa: F401
+
+    recipe = load_recipe(recipe_path, ["--model_name_or_path", str(tiny_model)])
+    # float32, prompts of one length: no padding, so batching cannot move the logits either.
+    context = StageContext(recipe=recipe, engine_name="hf", dtype="float32")
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=6)
+    got = context.generate(prompts, greedy)
+    engine = context._loaded["engine"]
+    assert [g[0] for g in got] == generate_greedy(engine.model, engine.tokenizer, prompts, max_new_tokens=6)
+    # Sampled: a prompt's samples do not depend on which batch it came in.
+    sampled = Sampling(n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    together = context.generate(prompts, sampled)
+    alone = [context.generate([p], sampled)[0] for p in reversed(prompts)][::-1]
+    assert together == alone
