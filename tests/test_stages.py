@@ -48,10 +48,15 @@ def setup(tmp_path: Path, rows: int = 20) -> tuple[Path, Path]:
     return recipe, driver
 
 
+# What torchrun sets; a run of one process must not inherit them from the test process (or an earlier test).
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def run(command: list[str], **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     return subprocess.run(
         command,
-        env={**os.environ, **env},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=600,
