@@ -3,9 +3,11 @@ rewards, and summarise (mean reward, pass@k, maj@k, mean@k, and calibration when
 
 Samples are appended to ``samples[.rankR].jsonl`` as they are scored, so an interrupted run resumes where it
 stopped: prompts already written are skipped, and the summary is computed from the file, without duplicates
-or gaps. A prompt's samples depend on the seed, its text and the sample index only (see
-:mod:`posttrain.generation`), so a resumed run, or one with another chunk size or number of processes, writes
-the same rows.
+or gaps. A prompt's samples are seeded by the seed, its text and the sample index only (see
+:mod:`posttrain.generation`), and prompts are generated in chunks fixed by their position, so a resumed run
+writes the rows an uninterrupted one writes. Another chunk size or number of processes draws the same random
+numbers too, but batches differently, which changes some samples through floating-point noise (rarely in
+float32, often in bfloat16: see :mod:`posttrain.generation`).
 
 Processes split the prompts by ``RANK``/``WORLD_SIZE`` (data parallel, launched by ``torchrun`` or
 ``accelerate launch``, which also set the rendezvous ``MASTER_ADDR``/``MASTER_PORT``). They meet in a gloo
@@ -120,7 +122,11 @@ class EvalArguments:
         default=1, metadata={"help": "vLLM tensor parallelism (GPUs per engine)."}
     )
     chunk_size: int = field(
-        default=32, metadata={"help": "Prompts per generation call; results are written after each chunk."}
+        default=32,
+        metadata={
+            "help": "Prompts per generation call; results are written after each chunk. Chunks are fixed by "
+            "position, so a resumed run with the same chunk size batches as the first run did."
+        },
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
     rank_timeout_minutes: float = field(
@@ -319,20 +325,26 @@ def evaluate_model(
         )
 
     if todo:
+        # Chunks are fixed by position among this rank's prompts, and a chunk with any prompt left is generated
+        # whole, so a resumed run batches exactly as an uninterrupted one and gets bit-identical samples, even
+        # in bfloat16 where another batch composition changes many samples.
+        chunks = [mine[s : s + args.chunk_size] for s in range(0, len(mine), args.chunk_size)]
+        chunks = [chunk for chunk in chunks if any(i not in done for i in chunk)]
         if engine is None:
             model_path = _merged_model(spec, out)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             limit = int(getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 2048))
         else:  # an engine around a model already in memory (the training callback)
             tokenizer, limit = engine.tokenizer, engine.context_length()
-        prompts = render_prompts(tokenizer, dataset, todo)
-        _check_context(tokenizer, prompts, limit, args.max_new_tokens)
+        needed = [i for chunk in chunks for i in chunk]
+        prompts = dict(zip(needed, render_prompts(tokenizer, dataset, needed), strict=True))
+        _check_context(tokenizer, list(prompts.values()), limit, args.max_new_tokens)
         if engine is None:
             try:
                 engine = make_engine(
                     args.engine,
                     model_path,
-                    expected_tokens=len(todo) * args.n * args.max_new_tokens,
+                    expected_tokens=len(needed) * args.n * args.max_new_tokens,
                     dtype=args.dtype,
                     tensor_parallel_size=args.tensor_parallel_size,
                 )
@@ -343,9 +355,10 @@ def evaluate_model(
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
         generated_tokens, started = 0, time.perf_counter()
         with path.open("a") as sink:
-            for start in range(0, len(todo), args.chunk_size):
-                indices = todo[start : start + args.chunk_size]
-                completions = engine.generate(prompts[start : start + args.chunk_size], sampling)
+            for chunk in chunks:
+                generated = engine.generate([prompts[i] for i in chunk], sampling)
+                indices = [i for i in chunk if i not in done]
+                completions = [group for i, group in zip(chunk, generated, strict=True) if i not in done]
                 flat = [c for group in completions for c in group]
                 kwargs = {c: [dataset[i][c] for i in indices for _ in range(args.n)] for c in columns}
                 flat_prompts = [dataset[i]["prompt"] for i in indices for _ in range(args.n)]

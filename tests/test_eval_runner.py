@@ -18,6 +18,7 @@ from eval.runner import EvalArguments, read_samples, run_eval
 from eval.summary import summarize_samples
 from posttrain.cli import main
 from posttrain.configs import DataArguments
+from posttrain.generation import HFEngine
 
 TEMPLATE = "{question}\nGive the final number as '#### <number>'."
 
@@ -106,6 +107,37 @@ def test_resumed_sampled_eval_rechunked_gives_the_same_rows(tiny_model, offline_
     resumed = read_samples(samples)
     assert {i: r["completions"] for i, r in resumed.items()} == {i: r["completions"] for i, r in full.items()}
     assert len({c for r in full.values() for c in r["completions"]}) > 6
+
+
+class RecordingEngine(HFEngine):
+    """An HF engine that records the prompts of every generate call."""
+
+    calls: list[list[str]]
+
+    def generate(self, prompts, sampling, desc=None):
+        self.calls.append(list(prompts))
+        return super().generate(prompts, sampling, desc)
+
+
+def test_resume_mid_chunk_regenerates_the_whole_chunk(tiny_model, offline_cache, tmp_path):
+    """A chunk that was partly written is generated whole again: the engine sees the batches of the first run,
+    so even bfloat16 samples, which another batching changes, come out the same."""
+    engine = RecordingEngine(str(tiny_model), dtype="bfloat16")
+    settings = {"n": 2, "temperature": 1.0, "max_new_tokens": 6, "chunk_size": 4, "dtype": "bfloat16"}
+    engine.calls = []
+    run_eval(eval_args(tiny_model, tmp_path / "full", **settings), data_args(), engine=engine)
+    first_run = engine.calls
+    assert [len(call) for call in first_run] == [4, 2]
+    full = (tmp_path / "full" / "samples.jsonl").read_text().splitlines()
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "samples.jsonl").write_text("".join(line + "\n" for line in full[:3]))  # 3 of the first chunk's 4
+    engine.calls = []
+    run_eval(eval_args(tiny_model, out, **settings), data_args(), engine=engine)
+    assert engine.calls == first_run
+    resumed = read_samples(out / "samples.jsonl")
+    assert sorted(resumed) == list(range(6))
+    assert resumed == read_samples(tmp_path / "full" / "samples.jsonl")
 
 
 def test_comparison_of_several_models(tiny_model, offline_cache, tmp_path):
