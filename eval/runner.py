@@ -18,6 +18,7 @@ hangs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -183,30 +185,25 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
-    group: Any = None  # None: torch.distributed's default group
+    group: Any = None  # a ProcessGroupGloo of the evaluation's own when world > 1
     timeout_minutes: float = 0.0
+
+
+_groups = itertools.count()  # every process opens its groups in the same order, so the names agree
 
 
 @contextmanager
 def rank_group(timeout_minutes: float, *, distributed: bool = True) -> Iterator[Ranks]:
     """The processes of a data-parallel evaluation, from ``RANK``/``WORLD_SIZE``, joined in a gloo group.
 
-    Joins the process group torchrun/accelerate's environment describes (and leaves it afterwards), or reuses
-    one already running (a gloo group as it is, another backend through a new gloo group). With
+    The group is the evaluation's own, met through the rendezvous store that torchrun/accelerate's
+    ``MASTER_ADDR``/``MASTER_PORT`` describe; torch.distributed's default group is left alone, so a training
+    job's group, or the one an in-process vLLM engine creates, neither serves nor disturbs it. With
     ``distributed=False`` or one process, no group: this process evaluates every prompt.
     """
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if not distributed or world == 1:
         yield Ranks()
-        return
-    timeout = timedelta(minutes=timeout_minutes)
-    if dist.is_initialized():
-        if dist.get_world_size() != world:
-            raise RuntimeError(
-                f"WORLD_SIZE={world}, but the running process group has {dist.get_world_size()}."
-            )
-        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
-        yield Ranks(rank, world, group, timeout_minutes)
         return
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
@@ -214,26 +211,41 @@ def rank_group(timeout_minutes: float, *, distributed: bool = True) -> Iterator[
             f"WORLD_SIZE={world} but {' and '.join(missing)} unset: launch the processes with torchrun or "
             "accelerate launch, which set the rendezvous, or set it yourself."
         )
-    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world, timeout=timeout)
-    try:
-        yield Ranks(rank, world, None, timeout_minutes)
-    finally:
-        dist.destroy_process_group()
+    timeout = timedelta(minutes=timeout_minutes)
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
+    name = f"posttrain-eval/{next(_groups)}"
+    group = dist.ProcessGroupGloo(dist.PrefixStore(name, store), rank, world, timeout)
+    yield Ranks(rank, world, group, timeout_minutes)
 
 
 def gather_rows(rows: dict[int, dict], ranks: Ranks) -> list[dict[int, dict]] | None:
     """Every rank's rows, on rank 0 (``None`` on the others), once all ranks have generated theirs."""
     if ranks.world == 1:
         return [rows]
-    gathered: list[Any] | None = [None] * ranks.world if ranks.rank == 0 else None
+    payload = torch.frombuffer(bytearray(json.dumps(list(rows.values())).encode()), dtype=torch.uint8)
     try:
-        dist.gather_object(rows, gathered, dst=0, group=ranks.group)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(ranks.world)]
+        ranks.group.allgather([sizes], [torch.tensor([payload.numel()])]).wait()
+        longest = max(int(size) for size in sizes)
+        padded = torch.zeros(longest, dtype=torch.uint8)
+        padded[: payload.numel()] = payload
+        options = dist.GatherOptions()
+        options.rootRank = 0
+        parts = (
+            [torch.empty(longest, dtype=torch.uint8) for _ in range(ranks.world)] if ranks.rank == 0 else []
+        )
+        ranks.group.gather([parts] if parts else [], [padded], options).wait()
     except RuntimeError as err:
         raise RuntimeError(
             f"Rank {ranks.rank}: another rank of this evaluation failed, or did not finish within "
             f"{ranks.timeout_minutes:g} minutes ({err}). The rows written so far are kept; rerun to resume."
         ) from err
-    return gathered
+    if ranks.rank != 0:
+        return None
+    return [
+        {row["index"]: row for row in json.loads(part[: int(size)].numpy().tobytes())}
+        for part, size in zip(parts, sizes, strict=True)
+    ]
 
 
 def _samples_path(out: Path, rank: int, world: int) -> Path:
