@@ -188,7 +188,10 @@ def final_evaluation(recipe: Recipe, evaluation: tuple[EvalArguments, DataArgume
         models=[],
         output_dir=str(Path(output_dir, "eval", "final")),
     )
-    (summary,) = run_eval(eval_args, data_args, builder_args, base_dir=recipe.base_dir).values()
+    # Only the main process evaluates the saved model, whatever WORLD_SIZE the training launcher set.
+    (summary,) = run_eval(
+        eval_args, data_args, builder_args, base_dir=recipe.base_dir, distributed=False
+    ).values()
     return summary
 
 
