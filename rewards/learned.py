@@ -20,12 +20,13 @@ from posttrain.formatting import conversation_text
 from posttrain.models import REWARD_MODEL_MARKER
 from rewards.registry import register_reward
 
-_MODELS: dict[str, tuple[Any, Any]] = {}
+_MODELS: dict[str, tuple[Any, Any, int]] = {}
 _lock = threading.Lock()
 
 
-def load_reward_model(path: str) -> tuple[Any, Any]:
-    """The reward model saved at ``path`` and its tokenizer, loaded once; a folder that is not one is refused."""
+def load_reward_model(path: str) -> tuple[Any, Any, int]:
+    """The reward model saved at ``path``, its tokenizer and the token limit it was trained with, loaded once;
+    a folder that is not a reward model is refused."""
     folder = Path(path)
     if not (folder / REWARD_MODEL_MARKER).is_file():
         raise ValueError(
@@ -37,7 +38,8 @@ def load_reward_model(path: str) -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             tokenizer.truncation_side = "left"
             model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-            _MODELS[path] = (model, tokenizer)
+            trained_length = json.loads((folder / REWARD_MODEL_MARKER).read_text()).get("max_length", 512)
+            _MODELS[path] = (model, tokenizer, trained_length)
     return _MODELS[path]
 
 
@@ -52,8 +54,8 @@ def reward_model(
     **kwargs: Any,
 ) -> list[float]:
     """The score a saved reward model (``path``: its folder) gives each (prompt, completion) pair."""
-    model, tokenizer = load_reward_model(path)
-    limit = max_length or json.loads((Path(path) / REWARD_MODEL_MARKER).read_text()).get("max_length", 512)
+    model, tokenizer, trained_length = load_reward_model(path)
+    limit = max_length or trained_length
     texts = [conversation_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
     scores: list[float] = []
     device = next(model.parameters()).device
