@@ -273,6 +273,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
         tokenizer.save_pretrained(args.output_dir)
     results["train"] = {k: v for k, v in train_result.metrics.items() if isinstance(v, (int, float))}
     results["log_history"] = trainer.state.log_history
+    if world_size > 1:
+        # What follows runs on the main process alone. Every rank closes its process group here, together:
+        # a rank that exits with the group still open can abort in its communication threads
+        # ("terminate called without an active exception") and fail the whole launch after a good run.
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
 
     if run_heldout:
         results["after"] = _heldout(recipe, trainer.model, tokenizer, checks, "Held-out check (after)")
