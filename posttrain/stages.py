@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from posttrain.data import load_recipe_splits
 from posttrain.generation import Sampling, make_engine, render_prompt
+from posttrain.jsonl import read_jsonl
 from posttrain.models import resolve_model_path
 from posttrain.recipe import Recipe
 
@@ -140,30 +141,8 @@ def _barrier(world_size: int, timeout_s: float) -> None:
 
 
 def read_part(path: Path) -> dict[int, dict[str, Any] | None]:
-    """Rows a rank has written, by input index. A torn last line (a kill mid-write) is cut off the file, and a
-    last line missing only its newline gets it, so that rows appended next start on a line of their own."""
-    rows: dict[int, dict[str, Any] | None] = {}
-    if not path.exists():
-        return rows
-    data = path.read_bytes()
-    good = 0
-    for line in data.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        rows[record["index"]] = record["row"]
-        good += len(line)
-    if good < len(data):
-        logger.warning(
-            "%s: dropping a torn last line (%d bytes) left by an interrupted write", path, len(data) - good
-        )
-        with path.open("r+b") as f:
-            f.truncate(good)
-    if good and not data[:good].endswith(b"\n"):
-        with path.open("ab") as f:
-            f.write(b"\n")
-    return rows
+    """Rows a rank has written, by input index; the file is repaired as :func:`posttrain.jsonl.read_jsonl` says."""
+    return {record["index"]: record["row"] for record in read_jsonl(path)}
 
 
 def _check_owner(folder: Path, fingerprint: str, stage: Stage) -> None:

@@ -19,11 +19,11 @@ from typing import Any
 import datasets
 import transformers
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from eval.callback import CheckpointEvalCallback
 from eval.heldout import score_heldout
 from eval.runner import EvalArguments, parse_evaluation, run_eval
+from posttrain.checkpoints import resolve_checkpoint
 from posttrain.configs import DataArguments
 from posttrain.data import load_recipe_splits, require_columns
 from posttrain.formatting import format_split, prefixed_chat_template, required_columns
@@ -34,17 +34,6 @@ from posttrain.stages import on_stage_output, run_stages
 from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger("posttrain")
-
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "adapter_model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed from; nothing is deleted, the message says what to do."""
 
 
 def setup_logging(args) -> None:
@@ -60,51 +49,6 @@ def setup_logging(args) -> None:
     logging.getLogger("eval").setLevel(logging.INFO if args.process_index == 0 else level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
-
-
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint that is missing its state or weights, naming what is missing."""
-    state = path / "trainer_state.json"
-    if not state.exists():
-        raise CheckpointError(f"Checkpoint {path} has no trainer_state.json (interrupted save?).")
-    try:
-        json.loads(state.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"Checkpoint {path}: trainer_state.json is corrupt ({err}).") from err
-    has_weights = any((path / f).exists() for f in _WEIGHT_FILES) or any(path.glob("global_step*"))
-    if not has_weights:
-        raise CheckpointError(f"Checkpoint {path} holds no model or adapter weights.")
-
-
-def resolve_checkpoint(args) -> str | None:
-    """The checkpoint to resume from: 'auto' picks the newest in output_dir, a path is used as given.
-
-    A run that would silently start over on top of existing checkpoints is refused instead, so earlier work
-    is never overwritten by accident.
-    """
-    output_dir = Path(args.output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    wanted = args.resume_from_checkpoint
-    if wanted is None:
-        if last is not None:
-            raise CheckpointError(
-                f"{output_dir} already holds checkpoints (latest {Path(last).name}). Set resume_from_checkpoint: "
-                "auto to continue that run, or choose a new output_dir."
-            )
-        return None
-    if wanted == "auto":
-        if last is None:
-            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting fresh", output_dir)
-            return None
-        wanted = last
-    try:
-        check_checkpoint(Path(wanted))
-    except CheckpointError as err:
-        raise CheckpointError(
-            f"{err} Point resume_from_checkpoint at an earlier checkpoint, or move this one aside."
-        ) from err
-    logger.info("Resuming from %s", wanted)
-    return str(wanted)
 
 
 def load_splits(recipe: Recipe) -> datasets.DatasetDict:
@@ -222,7 +166,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     logger.info(
         "Method %s, model %s, data %s", method.name, recipe.model.model_name_or_path, recipe.data.dataset_name
     )
-    checkpoint = resolve_checkpoint(args)
+    checkpoint = resolve_checkpoint(args, recipe)
     if method.stages:
         recipe = on_stage_output(recipe, run_stages(recipe))
     checks = preflight(recipe)

@@ -20,6 +20,7 @@ from transformers import DataCollatorWithPadding, Trainer
 from trl import GRPOTrainer, SFTTrainer
 
 from posttrain.formatting import conversation_text
+from posttrain.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
 from posttrain.models import REWARD_MODEL_MARKER
 from posttrain.rollout import configure_cpu_engine, cpu_server_client, enable_cpu_weight_sync, on_cpu
 from rewards.registry import pop_error_counts
@@ -41,17 +42,36 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _checkpoint_step(checkpoint: str | bool | None) -> int:
+    """The step a run resumes at: the checkpoint's, 0 when it starts fresh."""
+    if not isinstance(checkpoint, (str, Path)):
+        return 0
+    return int(json.loads(Path(checkpoint, "trainer_state.json").read_text())["global_step"])
+
+
 class CompletionLog:
-    """Appends one JSON line per completion; flushed every batch so a crash loses at most one batch."""
+    """Appends one JSON line per completion, synced every batch so a crash loses at most one batch."""
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    def rewind(self, step: int) -> None:
+        """Keep the rows generated before ``step`` only: a run resumed from the checkpoint of that step
+        generates the later ones again, so each is in the log once."""
+        rows = read_jsonl(self.path)
+        kept = [row for row in rows if row.get("step", 0) < step]
+        if len(kept) < len(rows):
+            logger.info(
+                "%s: dropping %d rows logged after step %d, which the resumed run generates again",
+                self.path,
+                len(rows) - len(kept),
+                step,
+            )
+            rewrite_jsonl(self.path, kept)
+
     def write(self, rows: list[dict[str, Any]]) -> None:
-        with self.path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+        append_jsonl(self.path, [_jsonable(row) for row in rows])
 
 
 class PosttrainGRPOTrainer(GRPOTrainer):
@@ -74,6 +94,11 @@ class PosttrainGRPOTrainer(GRPOTrainer):
             self.completion_log = CompletionLog(
                 Path(self.args.output_dir) / "completions" / "completions.jsonl"
             )
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if self.completion_log is not None:
+            self.completion_log.rewind(_checkpoint_step(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

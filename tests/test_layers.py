@@ -26,6 +26,7 @@ LAYERS = {
     "posttrain.plots": 0,
     "posttrain.formatting": 0,
     "posttrain.parsing": 0,
+    "posttrain.jsonl": 0,
     "posttrain.generation": 0,
     "rewards": 1,
     "eval": 2,
@@ -34,6 +35,7 @@ LAYERS = {
     "posttrain.recipe": 3,
     "posttrain.stages": 3,
     "posttrain.train": 3,
+    "posttrain.checkpoints": 3,
     "posttrain.cli": 4,
     "posttrain.__main__": 4,
 }

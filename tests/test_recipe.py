@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from posttrain.recipe import RecipeError, load_recipe
-from posttrain.train import CheckpointError, check_checkpoint, resolve_checkpoint
 
 REPO = Path(__file__).parent.parent
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "eval")
@@ -210,53 +209,6 @@ def test_missing_dataset_column_is_named(tmp_path, offline_cache, caplog):
     path = write(tmp_path, {**GRPO_BASE, "prompt_template": "{problem}"})
     assert main(["validate", str(path)]) == 2  # one clean message, no traceback
     assert re.search(rf"missing column.*'problem'.*{columns[0]}", caplog.text)
-
-
-class _Args:
-    def __init__(self, output_dir, resume):
-        self.output_dir = str(output_dir)
-        self.resume_from_checkpoint = resume
-
-
-def _fake_checkpoint(path: Path, weights: bool = True, state: str | None = "{}") -> Path:
-    path.mkdir(parents=True)
-    if state is not None:
-        (path / "trainer_state.json").write_text(state)
-    if weights:
-        (path / "model.safetensors").write_bytes(b"x")
-    return path
-
-
-def test_resolve_checkpoint_auto_picks_latest(tmp_path):
-    _fake_checkpoint(tmp_path / "checkpoint-5")
-    _fake_checkpoint(tmp_path / "checkpoint-10")
-    assert resolve_checkpoint(_Args(tmp_path, "auto")).endswith("checkpoint-10")
-    assert resolve_checkpoint(_Args(tmp_path / "fresh", "auto")) is None
-
-
-def test_existing_checkpoints_are_never_silently_overwritten(tmp_path):
-    _fake_checkpoint(tmp_path / "checkpoint-5")
-    with pytest.raises(CheckpointError, match="already holds checkpoints"):
-        resolve_checkpoint(_Args(tmp_path, None))
-
-
-@pytest.mark.parametrize(
-    "weights,state,message",
-    [
-        (True, None, "no trainer_state.json"),
-        (True, "{not json", "corrupt"),
-        (False, "{}", "no model or adapter"),
-    ],
-)
-def test_corrupt_checkpoint_is_refused_and_kept(tmp_path, weights, state, message):
-    ckpt = _fake_checkpoint(tmp_path / "checkpoint-3", weights=weights, state=state)
-    with pytest.raises(CheckpointError, match=message):
-        check_checkpoint(ckpt)
-    if state is not None:
-        (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(state)
-    with pytest.raises(CheckpointError, match="earlier checkpoint"):
-        resolve_checkpoint(_Args(tmp_path, "auto"))
-    assert ckpt.exists()
 
 
 @pytest.mark.parametrize("path", EVAL_CONFIGS, ids=[p.name for p in EVAL_CONFIGS])
