@@ -95,8 +95,9 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_run_identity(recipe: Recipe, output_dir: Path) -> None:
-    """Refuse a recipe that is not the run recorded in ``output_dir``; record it there when none is.
+def check_run_identity(recipe: Recipe, output_dir: Path, *, record_run: bool = True) -> None:
+    """Refuse a recipe that is not the run recorded in ``output_dir``; record it there when none is (unless
+    ``record_run`` is false, as in ``posttrain validate``, which writes nothing).
 
     Run before anything expensive. Every rank reads; the main process writes.
     """
@@ -123,7 +124,7 @@ def check_run_identity(recipe: Recipe, output_dir: Path) -> None:
         if changed:
             logger.warning("Resuming %s with changed settings:\n  %s", output_dir, "\n  ".join(changed))
         return
-    if _is_main_process():
+    if record_run and _is_main_process():
         if checkpoints(output_dir):
             logger.warning(
                 "%s holds checkpoints but no %s (written by an earlier version): cannot check that they belong "
@@ -210,7 +211,7 @@ def verify_checkpoint(path: Path) -> int:
     return step
 
 
-def resolve_checkpoint(args, recipe: Recipe | None = None) -> str | None:
+def resolve_checkpoint(args, recipe: Recipe | None = None, *, record_run: bool = True) -> str | None:
     """The checkpoint to resume from: ``auto`` picks the newest complete one in output_dir, a path is used as
     given. With ``recipe``, a folder that holds a different run is refused first (:func:`check_run_identity`).
 
@@ -226,7 +227,7 @@ def resolve_checkpoint(args, recipe: Recipe | None = None) -> str | None:
             "auto to continue that run, or choose a new output_dir."
         )
     if recipe is not None:
-        check_run_identity(recipe, output_dir)
+        check_run_identity(recipe, output_dir, record_run=record_run)
     if wanted is None:
         return None
     if wanted == "auto":

@@ -189,9 +189,15 @@ def train(recipe: Recipe) -> dict[str, Any]:
             "Held-out check skipped with %d processes; evaluate the saved model separately.", world_size
         )
         run_heldout = False
+    results_file = Path(args.output_dir, "results.json")
     results: dict[str, Any] = {}
     if run_heldout and checkpoint is None:
         results["before"] = _heldout(recipe, model, tokenizer, checks, "Held-out check (before)")
+        # Written now, so that a run killed later and resumed still reports where it started.
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(results, indent=2, default=str))
+    elif checkpoint is not None and results_file.exists():
+        results.update({k: v for k, v in json.loads(results_file.read_text()).items() if k == "before"})
 
     trainer = method.trainer_class(
         model=model,
@@ -229,7 +235,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     if checks.evaluation is not None and trainer.accelerator.is_main_process:
         results["evaluation"] = final_evaluation(recipe, checks.evaluation)
     if trainer.accelerator.is_main_process:
-        Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
+        results_file.write_text(json.dumps(results, indent=2, default=str))
         plot_training_curves(
             results["log_history"],
             Path(args.output_dir, "training_curves.png"),

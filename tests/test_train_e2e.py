@@ -80,6 +80,11 @@ def test_grpo_end_to_end_writes_completions_and_heldout(tiny_model, offline_cach
     assert (out / "checkpoint-2" / "trainer_state.json").exists()
     assert (out / "model.safetensors").exists()
 
+    # Resumed (here: to train one step more), the run still reports where it started.
+    assert main(["train", str(recipe), "--max_steps", "3"]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["before"] == results["before"] and resumed["after"]["samples"] == 4
+
 
 @pytest.mark.slow
 def test_grpo_resume_continues_from_last_checkpoint(tiny_model, offline_cache, tmp_path):
