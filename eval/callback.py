@@ -3,11 +3,15 @@
 At every save the live policy is evaluated with the HF engine in the policy's own dtype (no reload, no second
 copy of the weights, no cast of the model being trained), by this process alone; the summary lands in
 ``<output_dir>/eval/checkpoint-N/`` and its headline numbers in the trainer's log.
+
+A run killed while a checkpoint was being evaluated resumes from that checkpoint (it is complete before its
+evaluation starts): the evaluation is finished first, continuing the samples already written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from pathlib import Path
@@ -27,6 +31,20 @@ class CheckpointEvalCallback(TrainerCallback):
         self.builder_args = builder_args
         self.base_dir = base_dir
 
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs) -> None:
+        if not state.is_world_process_zero or state.global_step == 0:
+            return
+        # Resumed from checkpoint-N: its evaluation ran after its state was saved, so the log lacks it, and a
+        # kill may have cut it short. Read it back, or finish it.
+        summary = Path(args.output_dir) / "eval" / f"checkpoint-{state.global_step}" / "summary.json"
+        if summary.exists():
+            self._record(state, json.loads(summary.read_text()))
+        else:
+            logger.info(
+                "Finishing the evaluation of checkpoint-%d, interrupted with the run", state.global_step
+            )
+            self.on_save(args, state, control, model=model, processing_class=processing_class)
+
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs) -> None:
         if not state.is_world_process_zero or model is None:
             return
@@ -44,10 +62,16 @@ class CheckpointEvalCallback(TrainerCallback):
         (summary,) = run_eval(
             eval_args, self.data_args, self.builder_args, base_dir=self.base_dir, engine=engine
         ).values()
+        self._record(state, summary)
+
+    @staticmethod
+    def _record(state, summary: dict) -> None:
         headline = {
             f"eval/{k}": v
             for k, v in summary.items()
             if isinstance(v, float) and not math.isnan(v) and not k.startswith("reliability")
         }
         state.log_history.append({"step": state.global_step, **headline})
-        logger.info("Checkpoint %s: %s", name, ", ".join(f"{k}={v:.3f}" for k, v in headline.items()))
+        logger.info(
+            "Checkpoint-%d: %s", state.global_step, ", ".join(f"{k}={v:.3f}" for k, v in headline.items())
+        )

@@ -254,3 +254,8 @@ def resolve_checkpoint(args, recipe: Recipe | None = None, *, record_run: bool =
         ) from err
     logger.info("Resuming from %s", wanted)
     return str(wanted)
+
+
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The global step a checkpoint was saved at."""
+    return int(json.loads(Path(checkpoint, "trainer_state.json").read_text())["global_step"])

@@ -23,7 +23,7 @@ from transformers import set_seed
 from eval.callback import CheckpointEvalCallback
 from eval.heldout import score_heldout
 from eval.runner import EvalArguments, parse_evaluation, run_eval
-from posttrain.checkpoints import resolve_checkpoint
+from posttrain.checkpoints import checkpoint_step, resolve_checkpoint
 from posttrain.configs import DataArguments
 from posttrain.data import load_recipe_splits, require_columns
 from posttrain.formatting import format_split, prefixed_chat_template, required_columns
@@ -31,6 +31,7 @@ from posttrain.parsing import RecipeError, read_yaml
 from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
 from posttrain.stages import on_stage_output, run_stages
+from posttrain.trainers import restore_finished_run
 from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger("posttrain")
@@ -217,7 +218,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
             trainer.add_callback(CheckpointEvalCallback(*checks.evaluation, base_dir=recipe.base_dir))
         else:
             logger.warning("evaluation_on_save runs with one process only; evaluate checkpoints afterwards.")
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and 0 < args.max_steps <= checkpoint_step(checkpoint):
+        train_result = restore_finished_run(trainer, checkpoint)
+    else:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(args.output_dir)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from accelerate.utils import gather_object
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import DataCollatorWithPadding, Trainer, TrainerState
+from transformers.trainer_utils import TrainOutput
 from trl import GRPOTrainer, SFTTrainer
 
 from posttrain.formatting import conversation_text
@@ -132,6 +133,26 @@ class PosttrainGRPOTrainer(GRPOTrainer):
             row["step"] = self.state.global_step
             row["mode"] = mode
         self.completion_log.write(rows)
+
+
+def restore_finished_run(trainer: Trainer, checkpoint: str) -> TrainOutput:
+    """Resume a run whose ``checkpoint`` is already at ``max_steps`` (killed after its last save, e.g. during the
+    final evaluation): load it and go on, without training a step.
+
+    transformers checks ``max_steps`` only after a step, so resuming such a checkpoint would train one step more
+    than the uninterrupted run. Callbacks still see the start of training (an interrupted checkpoint evaluation
+    is finished there). Under DeepSpeed the checkpoint is the engine's own; it is resumed by ``train``.
+    """
+    if trainer.is_deepspeed_enabled:
+        logger.warning(
+            "%s is the run's last step; under DeepSpeed resuming it trains one step more.", checkpoint
+        )
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    logger.info("%s is at max_steps: the run is trained; going on to saving and evaluation", checkpoint)
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint, "trainer_state.json")))
+    trainer.control = trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
+    return TrainOutput(trainer.state.global_step, 0.0, {})
 
 
 class PosttrainSFTTrainer(SFTTrainer):

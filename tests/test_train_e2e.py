@@ -262,3 +262,16 @@ def test_recipe_names_its_evaluation_and_checkpoints_are_evaluated(tiny_model, o
     assert (out / "eval" / "final" / "merged-model" / "config.json").exists()  # base + trained adapter
     history = json.loads((out / "results.json").read_text())["log_history"]
     assert [e["step"] for e in history if "eval/pass@1" in e] == [1, 2]
+
+    # As if killed while checkpoint-2, the last step, was being evaluated (after its first sample): the run
+    # resumes from checkpoint-2, trains no step more, finishes that evaluation, and every prompt's samples are
+    # there once.
+    samples = out / "eval" / "checkpoint-2" / "samples.jsonl"
+    samples.write_text(samples.read_text().splitlines(keepends=True)[0])
+    (out / "eval" / "checkpoint-2" / "summary.json").unlink()
+    assert main(["train", str(write(tmp_path / "grpo.yaml", config))]) == 0
+    assert json.loads((out / "eval" / "checkpoint-2" / "summary.json").read_text())["prompts"] == 3
+    assert sorted(row["index"] for row in read_jsonl(samples)) == [0, 1, 2]
+    assert not (out / "checkpoint-3").exists()
+    history = json.loads((out / "results.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "eval/pass@1" in e] == [1, 2]
