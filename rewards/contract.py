@@ -409,6 +409,10 @@ class CheckedReward:
             f"{type(self).__name__}({self.__name__!r}, on_error={self.on_error!r}, timeout={self.timeout!r})"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Threads cannot be copied: a copy (deepcopy, pickle) starts its own when it first needs one.
+        return {**self.__dict__, "_thread": None, "_stranded": []}
+
     def __call__(self, **kwargs: Any) -> list[float | None]:
         kwargs = with_response_prefix(kwargs)
         completions = self._completions(kwargs)
