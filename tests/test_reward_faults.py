@@ -8,6 +8,7 @@ import asyncio
 import copy
 import logging
 import math
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -268,6 +269,19 @@ def test_with_a_limit_calls_run_in_one_reused_thread_without_in_the_callers():
     assert threads[2] is threading.current_thread()
     call(copy.deepcopy(limited), ["d"])  # a copy gets a thread of its own
     assert threads[3] not in (threads[0], threading.current_thread())
+
+
+def test_the_reward_thread_uses_the_callers_cuda_device(monkeypatch):
+    """The current CUDA device is per thread; each process of a multi-GPU run sets its own in its main thread."""
+    set_in = []
+    cuda = SimpleNamespace(
+        is_initialized=lambda: True,
+        current_device=lambda: 3,
+        set_device=lambda device: set_in.append((device, threading.current_thread().name)),
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    call(checked_reward(flaky, name="on_gpu", timeout=60), ["a"])
+    assert set_in == [(3, "reward-on_gpu")]
 
 
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "10"])
