@@ -7,6 +7,8 @@ method's trainer config (:class:`GRPORecipeConfig` or :class:`SFTRecipeConfig`, 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -146,6 +148,15 @@ class GRPORecipeConfig(GRPOConfig):
             "'none' scores that sample None (excluded from the advantage) and counts it in the logs."
         },
     )
+    reward_timeout: float | None = field(
+        default=600.0,
+        metadata={
+            "help": "Seconds one call of a reward (one batch of completions) may take; the re-run of a failed batch "
+            "one sample at a time gets as long again. A call that overruns is abandoned and handled as "
+            "reward_errors says: 'raise' stops naming the reward, the step and the limit, 'none' scores the call's "
+            "samples None and counts them. 0 or null: no limit (rewards then run in the trainer's own thread)."
+        },
+    )
     completions_jsonl: bool = field(
         default=True,
         metadata={"help": "Write every completion with its per-reward scores to <output_dir>/completions/."},
@@ -167,6 +178,14 @@ class GRPORecipeConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        timeout = self.reward_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0 <= timeout < math.inf
+        ):
+            raise ValueError(
+                f"reward_timeout must be a number of seconds (0 or null for no limit), got {timeout!r}."
+            )
+        self.reward_timeout = float(timeout) if timeout else None
         if self.rollout not in ("hf", "vllm_colocate", "vllm_server"):
             raise ValueError(f"rollout must be 'hf', 'vllm_colocate' or 'vllm_server', got {self.rollout!r}.")
         if self.use_vllm and self.rollout == "hf":

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.utils import gather_object
 from transformers import DataCollatorWithPadding, Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
@@ -24,6 +25,7 @@ from posttrain.formatting import conversation_text
 from posttrain.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
 from posttrain.models import REWARD_MODEL_MARKER
 from posttrain.rollout import configure_cpu_engine, cpu_server_client, enable_cpu_weight_sync, on_cpu
+from rewards.contract import CheckedReward
 from rewards.registry import pop_error_counts
 
 logger = logging.getLogger(__name__)
@@ -104,11 +106,25 @@ class PosttrainGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
-        for name, count in pop_error_counts().items():
-            self._metrics[mode][f"rewards/{name}/errors"].append(float(count))
+        self._log_reward_errors(mode)
         if getattr(self.args, "completions_jsonl", True):
             self._write_completions(inputs, prompts, completions, rewards_per_func, mode)
         return rewards_per_func
+
+    def _log_reward_errors(self, mode: str) -> None:
+        """Log ``rewards/<name>/errors``: the samples of this batch that each reward with ``on_error="none"`` scored
+        None for an error or a timeout, summed over processes; zero included, so that the mean over a logging
+        window counts every batch."""
+        names = [
+            f.__name__ for f in self.reward_funcs if isinstance(f, CheckedReward) and f.on_error == "none"
+        ]
+        if not names:
+            return
+        counts = pop_error_counts(names)
+        local = torch.tensor([[float(counts[name]) for name in names]], device=self.accelerator.device)
+        totals = self.accelerator.gather(local).sum(dim=0).tolist()  # collective: every rank calls it
+        for name, total in zip(names, totals, strict=True):
+            self._metrics[mode][f"rewards/{name}/errors"].append(total)
 
     def _write_completions(self, inputs, prompts, completions, rewards_per_func, mode: str) -> None:
         # Small scalar columns (gold answers, labels) make the log self-explaining; large ones stay out.

@@ -406,13 +406,14 @@ def load_reward_functions(
     *,
     base_dir: str | Path | None = None,
     on_error: OnError = "raise",
+    timeout: float | None = None,
 ) -> tuple[list[CheckedReward], list[float]]:
     """Resolve reward specs into contract-checked functions and their weights, in order.
 
     Every spec is parsed (see :func:`parse_reward_spec`) before any is loaded, so one bad spec
     fails the lot. Each function is wrapped by :func:`rewards.contract.checked_reward` with
-    ``on_error``. Metric names must be unique in a run: a repeated name gets a suffix
-    (``numeric_answer``, ``numeric_answer_2``, ...).
+    ``on_error`` and ``timeout`` (seconds per call, None for no limit). Metric names must be unique
+    in a run: a repeated name gets a suffix (``numeric_answer``, ``numeric_answer_2``, ...).
     """
     if isinstance(specs, str | Mapping | RewardSpec):
         specs = [specs]
@@ -429,6 +430,6 @@ def load_reward_functions(
             name = f"{name}_{suffix}"
             logger.info("reward %r is listed more than once; logging this one as %r", spec.name, name)
         taken.add(name)
-        functions.append(checked_reward(resolve_reward(spec), name=name, on_error=on_error))
+        functions.append(checked_reward(resolve_reward(spec), name=name, on_error=on_error, timeout=timeout))
         weights.append(spec.weight)
     return functions, weights

@@ -409,19 +409,26 @@ def test_wrapper_accepts_tuples_numpy_and_torch():
     assert trl_call(checked_reward(constant(items), name="items"), ["a", "b"]) == [0.5, 1.0]
 
 
-@pytest.mark.parametrize("on_error", ["raise", "none"])
-def test_wrong_length_is_always_an_error(on_error):
-    wrapper = checked_reward(constant([1.0]), name="short", on_error=on_error)
-    with pytest.raises(RewardContractError, match="'short' returned 1 values for 2 completions"):
+def test_wrong_length_that_no_single_sample_repeats_is_an_error():
+    wrapper = checked_reward(constant([1.0]), name="short")
+    with pytest.raises(
+        RewardContractError,
+        match="'short' returned 1 values for 2 completions, but on none of them when re-run",
+    ):
         trl_call(wrapper, ["a", "b"])
 
 
-@pytest.mark.parametrize("on_error", ["raise", "none"])
 @pytest.mark.parametrize("output", [1.0, None, {"a": 1.0}, "10", (x for x in [1.0])])
-def test_wrong_container_type_is_always_an_error(output, on_error):
-    wrapper = checked_reward(constant(output), name="scalar", on_error=on_error)
-    with pytest.raises(RewardContractError, match="'scalar' returned .*; expected a list"):
-        trl_call(wrapper, ["a"])
+def test_wrong_container_type_is_an_error_of_each_sample(output):
+    strict = checked_reward(constant(output), name="scalar")
+    with pytest.raises(
+        RewardContractError,
+        match=r"'scalar' returned \w+ instead of a list when re-run on sample 0 alone: 'a'; it must return one",
+    ):
+        trl_call(strict, ["a", "b"])
+    lenient = checked_reward(constant(output), name="scalar", on_error="none")
+    assert trl_call(lenient, ["a", "b"]) == [None, None]
+    assert pop_error_counts() == {"scalar": 2}
 
 
 def test_two_dimensional_array_is_an_error():
@@ -514,15 +521,20 @@ def test_rerun_passes_non_sample_arguments_unchanged():
         strict(completions=["a", "b"], trainer_state=state)
 
 
-def test_wrong_length_on_a_rerun_is_still_an_error():
+def test_wrong_length_on_a_rerun_is_an_error_of_that_sample():
     def reward(completions, **kwargs):
         if len(completions) > 1:
             raise RuntimeError("batch only")
-        return []
+        return [] if completions[0] == "b" else [1.0]
 
     wrapper = checked_reward(reward, name="empty", on_error="none")
-    with pytest.raises(RewardContractError, match=r"0 values for 1 completions \(re-run on sample 0 alone\)"):
-        wrapper(completions=["a", "b"])
+    assert wrapper(completions=["a", "b"]) == [1.0, None]
+    assert wrapper.error_count == 1
+    strict = checked_reward(reward, name="empty")
+    with pytest.raises(
+        RewardContractError, match="0 values for 1 completions when re-run on sample 1 alone: 'b'"
+    ):
+        strict(completions=["a", "b"])
 
 
 def test_async_reward_errors_are_isolated_too():

@@ -116,7 +116,9 @@ class GRPOFamily(TrainerFamily):
     def rewards(self, recipe: Any) -> tuple[list, set[str]]:
         args = recipe.trainer
         specs = list(args.reward_funcs) or list(recipe.method.default_rewards)
-        funcs, weights = load_reward_functions(specs, base_dir=recipe.base_dir, on_error=args.reward_errors)
+        funcs, weights = load_reward_functions(
+            specs, base_dir=recipe.base_dir, on_error=args.reward_errors, timeout=args.reward_timeout
+        )
         args.reward_weights = list(args.reward_weights or weights)
         needed: set[str] = set()
         for fn in funcs:
