@@ -1,5 +1,5 @@
 """End-to-end runs of `posttrain train` on a tiny random model and the real (fixture) data: GRPO and SFT,
-resume from a checkpoint, the completion log, reward failures, and GRPO under DeepSpeed ZeRO-3 with 2 CPU
+resume from a checkpoint, the completion log, checkpoint evaluation, and GRPO under DeepSpeed ZeRO-3 with 2 CPU
 processes."""
 
 from __future__ import annotations
