@@ -157,6 +157,14 @@ class GRPORecipeConfig(GRPOConfig):
             "samples None and counts them. 0 or null: no limit (rewards then run in the trainer's own thread)."
         },
     )
+    signal_patience: int = field(
+        default=3,
+        metadata={
+            "help": "Stop the run after this many consecutive generation batches in which no reward scored any "
+            "completion (all None or failed: nothing to learn from), and warn after this many in which every "
+            "group's rewards were all equal (zero advantage). 0 turns both checks off."
+        },
+    )
     completions_jsonl: bool = field(
         default=True,
         metadata={"help": "Write every completion with its per-reward scores to <output_dir>/completions/."},
@@ -186,6 +194,14 @@ class GRPORecipeConfig(GRPOConfig):
                 f"reward_timeout must be a number of seconds (0 or null for no limit), got {timeout!r}."
             )
         self.reward_timeout = float(timeout) if timeout else None
+        if (
+            isinstance(self.signal_patience, bool)
+            or not isinstance(self.signal_patience, int)
+            or self.signal_patience < 0
+        ):
+            raise ValueError(
+                f"signal_patience must be a whole number of batches, 0 or more; got {self.signal_patience!r}."
+            )
         if self.rollout not in ("hf", "vllm_colocate", "vllm_server"):
             raise ValueError(f"rollout must be 'hf', 'vllm_colocate' or 'vllm_server', got {self.rollout!r}.")
         if self.use_vllm and self.rollout == "hf":

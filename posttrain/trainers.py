@@ -60,10 +60,10 @@ class CompletionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def rewind(self, step: int) -> None:
-        """Keep the rows generated before ``step`` only: a run resumed from the checkpoint of that step
-        generates the later ones again, so each is in the log once."""
+        """Keep the rows of steps up to ``step`` only: a run resumed from the checkpoint of that step generates
+        the later ones again, so each is in the log once."""
         rows = read_jsonl(self.path)
-        kept = [row for row in rows if row.get("step", 0) < step]
+        kept = [row for row in rows if row.get("step", 0) <= step]
         if len(kept) < len(rows):
             logger.info(
                 "%s: dropping %d rows logged after step %d, which the resumed run generates again",
@@ -109,7 +109,40 @@ class PosttrainGRPOTrainer(GRPOTrainer):
         self._log_reward_errors(mode)
         if getattr(self.args, "completions_jsonl", True):
             self._write_completions(inputs, prompts, completions, rewards_per_func, mode)
+        if mode == "train":
+            self._watch_signal(rewards_per_func)
         return rewards_per_func
+
+    def _watch_signal(self, rewards_per_func: torch.Tensor) -> None:
+        """Stop when no reward scored anything for ``signal_patience`` batches in a row; warn when every group's
+        rewards were all equal that long. ``rewards_per_func`` is gathered, so every rank decides alike."""
+        patience = getattr(self.args, "signal_patience", 0)
+        if not patience:
+            return
+        scored = ~torch.isnan(rewards_per_func)
+        self._unscored_batches = 0 if scored.any() else getattr(self, "_unscored_batches", 0) + 1
+        if self._unscored_batches >= patience:
+            names = ", ".join(self.reward_func_names)
+            raise NoRewardSignalError(
+                f"No reward scored any completion in {patience} generation batches in a row (up to step "
+                f"{self.state.global_step + 1}): {names} returned None or failed for every sample, so there is "
+                "nothing to learn from. Check that the rewards apply to this data (its columns and answer "
+                "format: see completions/completions.jsonl) or raise signal_patience (0: never stop)."
+            )
+        total = torch.where(
+            scored, rewards_per_func * self.reward_weights.to(rewards_per_func.device), 0
+        ).sum(1)
+        groups = total.view(-1, self.num_generations)
+        flat = bool((groups.amax(dim=1) == groups.amin(dim=1)).all())
+        self._flat_batches = getattr(self, "_flat_batches", 0) + 1 if flat else 0
+        if self._flat_batches == patience:
+            logger.warning(
+                "For %d generation batches in a row every group's completions got the same reward (up to step %d): "
+                "the advantage is zero and the policy does not move. The task may be too hard or too easy for "
+                "the model, or the rewards too coarse; see frac_reward_zero_std in the logs.",
+                patience,
+                self.state.global_step + 1,
+            )
 
     def _log_reward_errors(self, mode: str) -> None:
         """Log ``rewards/<name>/errors``: the samples of this batch that each reward with ``on_error="none"`` scored
@@ -146,9 +179,15 @@ class PosttrainGRPOTrainer(GRPOTrainer):
             row["rewards"] = dict(zip(self.reward_func_names, per_func, strict=True))
             valid = [w * s for w, s in zip(weights, per_func, strict=True) if not math.isnan(s)]
             row["reward"] = sum(valid) if valid else None
-            row["step"] = self.state.global_step
+            # The step these completions train (log_history's numbering, from 1); an evaluation's rows carry the
+            # step of the model evaluated.
+            row["step"] = self.state.global_step + (mode == "train")
             row["mode"] = mode
         self.completion_log.write(rows)
+
+
+class NoRewardSignalError(RuntimeError):
+    """No reward scored any completion for ``signal_patience`` generation batches in a row."""
 
 
 def restore_finished_run(trainer: Trainer, checkpoint: str) -> TrainOutput:

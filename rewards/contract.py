@@ -277,10 +277,10 @@ def _returned_items(output: Any, size: int) -> tuple[list[Any], str | None]:
 
 
 def _step_text(kwargs: Mapping[str, Any]) -> str:
-    """`` at step N`` from the ``trainer_state`` TRL passes (its ``global_step``, the step the completion log
-    records), or nothing when the call has no trainer state."""
+    """`` at step N`` from the ``trainer_state`` TRL passes: the training step being computed, numbered from 1 as
+    the trainer's log and the completion log number it (``global_step + 1``); nothing without a trainer state."""
     step = getattr(kwargs.get("trainer_state"), "global_step", None)
-    return "" if step is None else f" at step {step}"
+    return "" if step is None else f" at step {step + 1}"
 
 
 def _call_frames(frame: FrameType | None) -> list[traceback.FrameSummary]:
@@ -699,7 +699,7 @@ def checked_reward(
     A call that raises, or returns the wrong type or length, is re-run one sample at a time to find
     the samples at fault (this costs one call per sample, only for batches that failed). Every error
     message names the reward, the sample (its index in the batch and the start of its text) and, when
-    TRL passes ``trainer_state``, the step (its ``global_step``).
+    TRL passes ``trainer_state``, the training step (numbered from 1, as in the trainer's log).
 
     ``on_error="raise"``: the first failing sample raises :class:`RewardContractError`; a batch that
     fails as a whole but on no sample alone raises too.

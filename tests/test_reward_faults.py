@@ -23,7 +23,7 @@ from posttrain.recipe import RecipeError, load_recipe
 from posttrain.trainers import PosttrainGRPOTrainer
 from rewards.contract import RewardContractError, RewardTimeoutError, checked_reward, pop_error_counts
 
-STEP = SimpleNamespace(global_step=7)  # what TRL passes as trainer_state, as far as the wrapper reads it
+STEP = SimpleNamespace(global_step=6)  # what TRL passes as trainer_state while it computes step 7
 LIMIT = 0.3  # seconds: short, so that a hang costs the suite little
 
 
@@ -375,7 +375,7 @@ def flaky(completions, prompts, **kwargs):
 
 
 def stalls(completions, trainer_state, **kwargs):
-    """Hangs at step 1, far longer than the recipe's reward_timeout."""
+    """Hangs at step 2 (global_step 1 while it is computed), far longer than the recipe's reward_timeout."""
     if trainer_state.global_step == 1:
         time.sleep(30)
     return [0.5] * len(completions)
@@ -395,7 +395,7 @@ def test_grpo_with_faulty_rewards_stops_by_default_and_skips_and_counts_with_non
     with pytest.raises(
         RewardContractError,
         match=r"^reward 'flaky' raised ValueError: cannot score this prompt on "
-        r"sample 0 at step 0: '",
+        r"sample 0 at step 1: '",
     ):
         main(["train", str(write(tmp_path / "raise.yaml", config))])
 
@@ -404,7 +404,7 @@ def test_grpo_with_faulty_rewards_stops_by_default_and_skips_and_counts_with_non
     config["reward_funcs"].append("faulty_rewards.py:stalls")
     assert main(["train", str(write(tmp_path / "none.yaml", config))]) == 0
     logged = [e for e in trainer_state(out / "checkpoint-2")["log_history"] if "loss" in e]
-    # Per step: the 4 completions of the first prompt (flaky); every completion at step 1 (stalls, timed out).
+    # Per step: the 4 completions of the first prompt (flaky); every completion at step 2 (stalls, timed out).
     assert [(e["rewards/flaky/errors"], e["rewards/stalls/errors"]) for e in logged] == [
         (4.0, 0.0),
         (4.0, 8.0),
@@ -419,6 +419,6 @@ def test_grpo_with_faulty_rewards_stops_by_default_and_skips_and_counts_with_non
         )
         for r in rows
     ]
-    assert skipped == [(0, i < 4, False, False) for i in range(8)] + [
-        (1, i < 4, True, False) for i in range(8)
+    assert skipped == [(1, i < 4, False, False) for i in range(8)] + [
+        (2, i < 4, True, False) for i in range(8)
     ]

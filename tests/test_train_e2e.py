@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from posttrain.cli import main
+from posttrain.trainers import NoRewardSignalError, PosttrainGRPOTrainer
 from tests.conftest import adapter_trained
 
 REPO = Path(__file__).parent.parent
@@ -73,7 +76,7 @@ def test_grpo_end_to_end_writes_completions_and_heldout(tiny_model, offline_cach
     assert len(rows) == 2 * 4  # 2 steps x (1 prompt x 4 generations)
     assert set(rows[0]["rewards"]) == {"numeric_answer", "numeric_answer_format"}
     assert rows[0]["answer"]  # the gold column travels with each completion
-    assert {r["step"] for r in rows} == {0, 1}
+    assert {r["step"] for r in rows} == {1, 2}  # numbered as the trainer's log numbers steps
     results = json.loads((out / "results.json").read_text())
     assert results["before"]["samples"] == results["after"]["samples"] == 4
     assert (out / "checkpoint-2" / "trainer_state.json").exists()
@@ -98,7 +101,7 @@ def test_grpo_resume_continues_from_last_checkpoint(tiny_model, offline_cache, t
     # The resumed run trained one new step only: its log holds exactly one more training step entry.
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
     steps = [r["step"] for r in read_jsonl(out / "completions" / "completions.jsonl")]
-    assert steps.count(2) == 4 and max(steps) == 2
+    assert steps.count(3) == 4 and max(steps) == 3
 
 
 @pytest.mark.slow
@@ -257,3 +260,38 @@ def test_recipe_names_its_evaluation_and_checkpoints_are_evaluated(tiny_model, o
     assert not (out / "checkpoint-3").exists()
     history = json.loads((out / "results.json").read_text())["log_history"]
     assert [e["step"] for e in history if "eval/pass@1" in e] == [1, 2]
+
+
+def watch(patience: int, rewards: list[list[float]], weights=(1.0,), generations: int = 2, step: int = 0):
+    """Run the trainer's signal check over successive batches of gathered rewards (one row per completion)."""
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(signal_patience=patience),
+        reward_func_names=[f"r{i}" for i in range(len(weights))],
+        reward_weights=torch.tensor(weights),
+        num_generations=generations,
+        state=SimpleNamespace(global_step=step),
+    )
+    for batch in rewards:
+        PosttrainGRPOTrainer._watch_signal(trainer, torch.tensor(batch))
+
+
+NAN = float("nan")
+
+
+def test_a_run_without_reward_signal_stops_after_patience_batches(caplog):
+    watch(3, [[[NAN], [NAN]], [[NAN], [0.5]], [[NAN], [NAN]], [[NAN], [NAN]]])  # a score resets the count
+    with pytest.raises(NoRewardSignalError, match=r"3 generation batches in a row \(up to step 5\): r0"):
+        watch(3, [[[NAN], [NAN]]] * 3, step=4)
+    watch(0, [[[NAN], [NAN]]] * 5)  # 0: never stops
+    assert "same reward" not in caplog.text
+    watch(2, [[[1.0], [1.0]], [[0.0], [0.0]]])  # every group flat: zero advantage
+    assert "every group's completions got the same reward" in caplog.text
+
+
+@pytest.mark.slow
+def test_rewards_that_never_apply_stop_the_run(tiny_model, offline_cache, tmp_path):
+    config = grpo_config(tiny_model, tmp_path / "out", heldout_metric=None, max_steps=4, signal_patience=2)
+    config["reward_funcs"] = [f"{FIXTURES / 'plugin_rewards.py'}:never_applies"]
+    with pytest.raises(NoRewardSignalError, match="never_applies returned None or failed for every sample"):
+        main(["train", str(write(tmp_path / "none.yaml", config))])
+    assert (tmp_path / "out" / "checkpoint-1").exists()  # what was trained is kept
