@@ -27,6 +27,7 @@ LAYERS = {
     "posttrain.formatting": 0,
     "posttrain.parsing": 0,
     "posttrain.generation": 0,
+    "posttrain.sandbox": 0,
     "rewards": 1,
     "eval": 2,
     "posttrain.trainers": 3,
