@@ -127,12 +127,13 @@ class ExecutionResult:
 # The launcher: run by the sandbox's interpreter (`python -I -S -c`), first inside the new namespaces, as
 # their root. It reads its settings (one JSON line) and the program from stdin, builds the sandbox's file
 # system, starts the program as a confined child, waits for it as the pid namespace's init, and reports
-# the outcome as one line on its status pipe, which the program never holds. Both lines are Python literals
-# rather than JSON: importing json (and with it re) would double the launcher's start-up time. The
-# settings line comes from the caller, never from the program. Plain stdlib, and every import happens
-# before the host's file system is detached.
+# the outcome as one line on its status pipe, which the program never holds. Start-up time matters (one
+# launcher per program): both lines are Python literals rather than JSON, whose import pulls in re, and
+# _signal stands in for signal, whose enums cost milliseconds. The settings line comes from the caller,
+# never from the program. Plain stdlib, and every import happens before the host's file system is detached.
 _LAUNCHER = r"""
-import ctypes, os, resource, signal, sys
+import _signal as signal
+import ctypes, os, resource, sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_PRIVATE = 1, 2, 4, 32, 4096, 1 << 18
 MS_REC, MNT_DETACH = 1 << 14, 2
