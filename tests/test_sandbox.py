@@ -470,6 +470,21 @@ def test_the_environment_is_scrubbed(confined, monkeypatch):
     assert report == {**sandbox.PROGRAM_ENV, "HOME": "/sandbox", "TMPDIR": "/tmp"}
 
 
+def test_the_program_holds_only_its_standard_streams(confined):
+    """The launcher's status pipe, which says how the program ended, is closed to the program."""
+    program = (
+        "import json, os\n"
+        "def is_open(fd):\n"
+        "    try:\n"
+        "        os.fstat(fd)\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "print(json.dumps([fd for fd in range(256) if is_open(fd)]))\n"
+    )
+    assert reported(confined(program)) == [0, 1, 2]
+
+
 def test_stdin_is_at_end_of_file(confined):
     result = confined("input()")
     assert result.status == "failed" and result.reason == "EOFError: EOF when reading a line"
