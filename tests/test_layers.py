@@ -28,6 +28,7 @@ LAYERS = {
     "posttrain.parsing": 0,
     "posttrain.jsonl": 0,
     "posttrain.generation": 0,
+    "posttrain.sandbox": 0,
     "rewards": 1,
     "eval": 2,
     "posttrain.trainers": 3,
