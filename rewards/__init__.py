@@ -7,7 +7,9 @@ the specs into checked functions and weights for ``GRPOTrainer``.
 
 Registered built-ins: ``numeric_answer``, ``numeric_answer_format`` (:mod:`rewards.math`) and
 ``cls_format``, ``cls_accuracy``, ``cls_equality``, ``cls_contains``
-(:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`), ``reward_model`` (a saved reward model, :mod:`rewards.learned`).
+(:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`), ``reward_model`` (a saved reward model,
+:mod:`rewards.learned`), ``code_unit_tests`` (a completion's code run against the row's unit tests in the
+sandbox, :mod:`rewards.code`).
 """
 
 # Importing the built-in modules registers their rewards.
@@ -18,6 +20,7 @@ from rewards.classification import (
     cls_format,
     normalize_class_name,
 )
+from rewards.code import code_unit_tests
 from rewards.contract import (
     TRL_REWARD_KWARGS,
     CheckedReward,
@@ -50,6 +53,7 @@ __all__ = [
     "cls_contains",
     "cls_equality",
     "cls_format",
+    "code_unit_tests",
     "completion_text",
     "extract_final_number",
     "load_reward_functions",
