@@ -78,8 +78,14 @@ def _stage(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     from posttrain.data import load_registered
-    from posttrain.models import ensure_embedded_model
+    from posttrain.errors import UserError
+    from posttrain.models import EMBEDDED_MODELS, ensure_embedded_model
 
+    unknown = [name for name in args.model or [] if name not in EMBEDDED_MODELS]
+    if unknown:
+        raise UserError(
+            f"Not an embedded model: {', '.join(unknown)}. Embedded: {', '.join(EMBEDDED_MODELS)}."
+        )
     for name in args.model or []:
         logger.info("Model %s ready at %s", name, ensure_embedded_model(name))
     for name in args.dataset or []:
