@@ -42,9 +42,9 @@ from posttrain.data import load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
-from posttrain.parsing import data_sections, parse_dataclasses
+from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
 from rewards.math import extract_final_number
-from rewards.registry import load_reward_functions, reward_required_columns
+from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
 
 logger = logging.getLogger(__name__)
 
@@ -419,12 +419,37 @@ def evaluate_model(
 
 
 def parse_evaluation(
-    config: dict[str, Any], overrides: list[str], where: str
+    config: dict[str, Any], overrides: list[str], where: str, *, base_dir: Path | None = None
 ) -> tuple[EvalArguments, DataArguments, Any]:
     """An evaluation's sections from its YAML and flags: EvalArguments, DataArguments and the fields of its data
-    builder (None without one)."""
+    builder (None without one).
+
+    Checked here, before any model or dataset loads, all in one :class:`RecipeError`: the scorers (each reward
+    reference too, when ``base_dir``, the folder reward files are found from, is given) and the dataset
+    reference. The models are checked where they are used as written (by `posttrain eval`): a recipe's
+    evaluation gets its model from training."""
+    from posttrain.data import DataError, check_dataset_reference
+
     types = (EvalArguments, *data_sections(config, overrides, None))
     eval_args, data_args, *builder = parse_dataclasses(config, overrides, types, where)
+    errors = []
+    if not eval_args.scorers:
+        errors.append("scorers is empty: name at least one reward (see `posttrain rewards`).")
+    elif base_dir is not None:
+        for spec in eval_args.scorers:
+            try:
+                parse_reward_spec(spec, base_dir=base_dir)
+            except ValueError as err:
+                errors.append(str(err))
+    if not data_args.dataset_name:
+        errors.append("dataset_name is required (a registered dataset, a local file or a datasets source).")
+    else:
+        try:
+            check_dataset_reference(data_args.dataset_name)
+        except (DataError, FileNotFoundError) as err:
+            errors.append(str(err))
+    if errors:
+        raise RecipeError(f"{where} cannot run:\n  " + "\n  ".join(errors))
     return eval_args, data_args, builder[0] if builder else None
 
 

@@ -12,17 +12,26 @@ posttrain datasets | rewards | methods | builders   list what is registered
 
 The CLI is the top layer: it imports each command's modules when the command runs, so listing commands and
 --help start without loading the training stack.
+
+Errors: bad input (a :class:`posttrain.errors.UserError`, a missing file, a checkpoint that cannot be resumed, a
+reward that breaks its contract) ends in one ``error: <message>`` line, sometimes a ``hint:`` line, and exit
+status 2. Anything else is a bug and keeps its traceback. ``posttrain --debug COMMAND ...`` (or
+``POSTTRAIN_DEBUG=1``) shows the traceback of bad input too.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 logger = logging.getLogger("posttrain")
 
 RECIPE_COMMANDS = ("train", "validate", "stage")
+DEBUG_ENV = "POSTTRAIN_DEBUG"
+# Exit status of a command stopped by bad input (argparse uses 2 for a bad command line too).
+BAD_INPUT = 2
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -60,16 +69,23 @@ def _stage(args: argparse.Namespace, overrides: list[str]) -> int:
 
     recipe = load_recipe(args.recipe, overrides)
     if not recipe.method.stages:
-        logger.error("Method %s has no data stages; nothing to run.", recipe.method.name)
-        return 2
+        from posttrain.parsing import RecipeError
+
+        raise RecipeError(f"Method {recipe.method.name!r} has no data stages; nothing to run.")
     run_stages(recipe)
     return 0
 
 
 def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     from posttrain.data import load_registered
-    from posttrain.models import ensure_embedded_model
+    from posttrain.errors import UserError
+    from posttrain.models import EMBEDDED_MODELS, ensure_embedded_model
 
+    unknown = [name for name in args.model or [] if name not in EMBEDDED_MODELS]
+    if unknown:
+        raise UserError(
+            f"Not an embedded model: {', '.join(unknown)}. Embedded: {', '.join(EMBEDDED_MODELS)}."
+        )
     for name in args.model or []:
         logger.info("Model %s ready at %s", name, ensure_embedded_model(name))
     for name in args.dataset or []:
@@ -78,18 +94,41 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _model_errors(eval_args) -> list[str]:
+    """What is wrong with the models an evaluation names, found without loading them."""
+    from pathlib import Path
+
+    from eval.runner import model_specs
+    from posttrain.recipe import model_reference_errors
+
+    try:
+        specs = model_specs(eval_args)
+    except ValueError as err:
+        return [str(err)]
+    errors = []
+    for spec in specs:
+        errors += model_reference_errors(spec.model, "model")
+        if spec.adapter is not None and not Path(spec.adapter).expanduser().is_dir():
+            errors.append(f"adapter {spec.adapter!r} does not exist.")
+    return errors
+
+
 def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
     from eval.runner import parse_evaluation, run_eval
     from posttrain.methods import discover_methods
-    from posttrain.parsing import read_yaml
+    from posttrain.parsing import RecipeError, read_yaml
 
     discover_methods()  # methods register their data builders
     path = Path(args.config) if args.config else None
     config = read_yaml(path) if path else {}
     where = str(path) if path else "the command line"
-    eval_args, data_args, builder_args = parse_evaluation(config, overrides, where)
+    base_dir = path.parent if path else Path.cwd()
+    eval_args, data_args, builder_args = parse_evaluation(config, overrides, where, base_dir=base_dir)
+    errors = _model_errors(eval_args)
+    if errors:
+        raise RecipeError(f"{where} cannot run:\n  " + "\n  ".join(errors))
     run_eval(eval_args, data_args, builder_args, base_dir=path.parent if path else None)
     return 0
 
@@ -176,6 +215,11 @@ def field_help(command: str, config_path: str | None, overrides: list[str]) -> s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posttrain", description="Post-training recipes for LLMs.")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"Show the full traceback of bad input too (also {DEBUG_ENV}=1); bugs always show theirs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "train", help="Train a recipe; any recipe field can follow as --field value.", add_help=False
@@ -217,35 +261,98 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input rather than a bug.
+
+    Read from the modules that define them only when those are loaded: a module never imported cannot
+    have raised its error, and importing it here would load the training stack for nothing.
+    """
+    from posttrain.errors import UserError
+
+    types: list[type[BaseException]] = [UserError, FileNotFoundError]
+    for module, name in (("posttrain.train", "CheckpointError"), ("rewards.contract", "RewardContractError")):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
+def _rank_specific(err: BaseException) -> bool:
+    """Whether an error can differ between the processes of one launch (it comes from a rank's own samples).
+
+    Every other user error comes from input every process reads alike, the recipe, its data and its
+    references, so the processes of one machine all meet the same one."""
+    contract = sys.modules.get("rewards.contract")
+    return contract is not None and isinstance(err, contract.RewardContractError)
+
+
+def report_user_error(err: BaseException) -> None:
+    """Log bad input as ``error: <message>`` (and ``hint: <hint>``), once per machine of a launch.
+
+    Under ``torchrun`` or ``accelerate launch`` every process stops on the same bad recipe: the first process
+    of each machine (``LOCAL_RANK`` 0) reports it, so a launch on 8 GPUs prints it once, and a file missing on
+    one machine only is still reported there. An error from one rank's own samples (a reward breaking its
+    contract) is reported by that rank, with its rank.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank_specific = _rank_specific(err)
+    if world > 1 and not rank_specific and int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        logger.debug("error: %s", err)
+        return
+    prefix = f"[rank {os.environ.get('RANK', '0')}] " if world > 1 and rank_specific else ""
+    logger.error("error: %s%s", prefix, err)
+    hint = getattr(err, "hint", None)
+    if hint is None and rank_specific:
+        hint = f"posttrain --debug (or {DEBUG_ENV}=1) shows the reward's traceback."
+    if hint:
+        logger.error("hint: %s", hint)
+
+
+def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Take out ``--debug``: first, or anywhere without a value of its own (TRL's ``--debug OPTION`` keeps its
+    value and stays a recipe field)."""
+    rest, debug = [], os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+    for i, arg in enumerate(argv):
+        value_follows = i + 1 < len(argv) and not argv[i + 1].startswith("-")
+        if arg == "--debug" and (i == 0 or not value_follows):
+            debug = True
+            continue
+        rest.append(arg)
+    return rest, debug
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    from posttrain.parsing import RecipeError
+    try:
+        return _dispatch(parser, argv)
+    except Exception as err:
+        if debug or not isinstance(err, _user_error_types()):
+            raise
+        report_user_error(err)
+        return BAD_INPUT
 
+
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     command = argv[0] if argv else None
     wants_help = any(a in ("-h", "--help") for a in argv[1:])
-    try:
-        if command in (*RECIPE_COMMANDS, "eval") and wants_help:
-            rest = [a for a in argv[1:] if a not in ("-h", "--help")]
-            config = rest[0] if rest and not rest[0].startswith("-") else None
-            sys.stdout.write(field_help(command, config, rest[1:] if config else rest))
-            return 0
-        # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
-        if command == "eval":
-            # Every eval field is a flag, so only a first argument that is not a flag can be the YAML file.
-            has_config = len(argv) > 1 and not argv[1].startswith("-")
-            args = argparse.Namespace(command="eval", config=argv[1] if has_config else None, func=_eval)
-            overrides = argv[2:] if has_config else argv[1:]
-        else:
-            args, overrides = parser.parse_known_args(argv)
-        if args.command not in (*RECIPE_COMMANDS, "serve", "eval") and overrides:
-            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-        return args.func(args, overrides)
-    except RecipeError as err:
-        logger.error("%s", err)
-        return 2
+    if command in (*RECIPE_COMMANDS, "eval") and wants_help:
+        rest = [a for a in argv[1:] if a not in ("-h", "--help")]
+        config = rest[0] if rest and not rest[0].startswith("-") else None
+        sys.stdout.write(field_help(command, config, rest[1:] if config else rest))
+        return 0
+    # Recipe fields are parsed by the recipe layer; argparse only takes the command and its own options.
+    if command == "eval":
+        # Every eval field is a flag, so only a first argument that is not a flag can be the YAML file.
+        has_config = len(argv) > 1 and not argv[1].startswith("-")
+        args = argparse.Namespace(command="eval", config=argv[1] if has_config else None, func=_eval)
+        overrides = argv[2:] if has_config else argv[1:]
+    else:
+        args, overrides = parser.parse_known_args(argv)
+    if args.command not in (*RECIPE_COMMANDS, "serve", "eval") and overrides:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    return args.func(args, overrides)
 
 
 if __name__ == "__main__":

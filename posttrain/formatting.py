@@ -209,3 +209,155 @@ def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
         return prompt + (completion if isinstance(completion, str) else completion[0]["content"])
     answer = completion if not isinstance(completion, str) else [{"role": "assistant", "content": completion}]
     return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)
+
+
+def local_tokenizer_and_context(
+    model_name_or_path: str, revision: str = "main"
+) -> tuple[Any, int | None] | None:
+    """The model's tokenizer and context length (``max_position_embeddings``), read only from files already on
+    this machine; None when getting them would convert the embedded model or reach the hub.
+
+    Counting prompt tokens needs the tokenizer, not the model, so it can run before anything expensive."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
+
+    source = model_name_or_path
+    if source in EMBEDDED_MODELS:
+        source = str(embedded_model_dir(source))
+        if not Path(source, "config.json").is_file():
+            return None
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    context = getattr(config, "max_position_embeddings", None)
+    return tokenizer, int(context) if context else None
+
+
+def prompt_token_lengths(tokenizer, split: Dataset, *, with_completion: bool = False) -> list[int]:
+    """Tokens of each row's prompt as the trainer renders it (chat template and generation prompt, with the
+    row's response prefix), or of the whole prompt and completion with ``with_completion``."""
+    from posttrain.generation import render_prompts
+
+    if with_completion:
+        texts = [
+            conversation_text(tokenizer, p, c)
+            for p, c in zip(split["prompt"], split["completion"], strict=True)
+        ]
+    else:
+        texts = render_prompts(tokenizer, split)
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _over(lengths: list[int], limit: int) -> tuple[int, int, int]:
+    """How many lengths exceed ``limit``, the longest, and the row it is in."""
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    return sum(n > limit for n in lengths), lengths[longest], longest
+
+
+def check_prompt_lengths(
+    tokenizer,
+    split: Dataset,
+    *,
+    context: int | None,
+    new_tokens: int | None = None,
+    max_length: int | None = None,
+    what: str = "training",
+) -> list[str]:
+    """Errors for rows that cannot run as they are; logs a warning, with a count, for rows that will be cut.
+
+    Rows whose answer is generated (``new_tokens``: GRPO's ``max_completion_length``, the held-out check's
+    ``heldout_max_new_tokens``) must fit the model's context with that many new tokens: TRL does not truncate
+    GRPO prompts, and generation past the context fails. Rows that learn a target (``max_length``: SFT) are cut
+    by TRL to their first ``max_length`` tokens: a row whose prompt alone fills ``max_length`` has nothing left
+    to learn and is refused; a row that only loses the end of its completion is counted in a warning. Either
+    kind of row longer than the context (when ``max_length`` does not cut it first) is refused.
+    """
+    if len(split) == 0 or "prompt" not in split.column_names:
+        return []
+    errors = []
+    prompts = prompt_token_lengths(tokenizer, split)
+    limits = [f"model context {context}" if context else "model context unknown"]
+    limits += [f"{new_tokens} new tokens"] if new_tokens is not None else [f"max_length {max_length}"]
+    logger.info("%d %s prompts: longest %d tokens (%s)", len(prompts), what, max(prompts), ", ".join(limits))
+    if new_tokens is not None and context:
+        count, longest, row = _over([n + new_tokens for n in prompts], context)
+        if count:
+            errors.append(
+                f"{count} of {len(prompts)} {what} prompts do not fit the model's context of {context} tokens with "
+                f"{new_tokens} new tokens (longest: row {row}, {longest - new_tokens} prompt tokens). Generation "
+                "cannot go past the context, and prompts are not truncated: shorten the template, filter the "
+                "data, or generate fewer tokens."
+            )
+    if new_tokens is not None or "completion" not in split.column_names:
+        return errors
+    if max_length is not None:
+        count, longest, row = _over(prompts, max_length - 1)
+        if count:
+            errors.append(
+                f"{count} of {len(prompts)} {what} prompts fill max_length={max_length} on their own (longest: row "
+                f"{row}, {longest} tokens): TRL keeps the first max_length tokens of a row, so their completions "
+                "would be cut off entirely. Raise max_length, or shorten or filter the prompts."
+            )
+    totals = prompt_token_lengths(tokenizer, split, with_completion=True)
+    if max_length is not None:
+        count, longest, _ = _over(totals, max_length)
+        if count:
+            logger.warning(
+                "%d of %d %s rows are longer than max_length=%d tokens (longest %d): TRL keeps their first %d "
+                "tokens, cutting the end of the completion.",
+                count,
+                len(totals),
+                what,
+                max_length,
+                longest,
+                max_length,
+            )
+    if context and (max_length is None or max_length > context):
+        count, longest, row = _over(totals, context)
+        if count:
+            errors.append(
+                f"{count} of {len(totals)} {what} rows are longer than the model's context of {context} tokens "
+                f"(longest: row {row}, {longest} tokens), and max_length={max_length} does not cut them to it: set "
+                f"max_length to at most {context}, or shorten or filter the rows."
+            )
+    return errors
+
+
+def prompt_length_errors(recipe: Any, train: Dataset, test: Dataset | None) -> list[str]:
+    """:func:`check_prompt_lengths` for a recipe's formatted training split and held-out rows, with the limits
+    its trainer applies: ``max_completion_length`` for a generating trainer, ``max_length`` for TRL's SFT
+    trainer (other trainers cut rows their own way and are not checked), ``heldout_max_new_tokens`` for the
+    held-out check. Nothing is checked when the tokenizer is not on this machine yet (it is logged)."""
+    from trl import SFTConfig
+
+    model = recipe.model.model_name_or_path
+    found = (
+        None if recipe.data.image_column else local_tokenizer_and_context(model, recipe.model.model_revision)
+    )
+    if found is None:
+        logger.info(
+            "Prompt lengths not checked: the tokenizer of %s is not on this machine yet (a vision-language model, "
+            "or one still to convert or download; `posttrain prepare --model NAME` converts an embedded one).",
+            model,
+        )
+        return []
+    tokenizer, context = found
+    args = recipe.trainer
+    errors = []
+    if recipe.method.family.generates:
+        errors += check_prompt_lengths(
+            tokenizer, train, context=context, new_tokens=args.max_completion_length
+        )
+    elif isinstance(args, SFTConfig):
+        errors += check_prompt_lengths(tokenizer, train, context=context, max_length=args.max_length)
+    if test is not None:
+        new_tokens = recipe.recipe.heldout_max_new_tokens
+        errors += check_prompt_lengths(
+            tokenizer, test, context=context, new_tokens=new_tokens, what="held-out"
+        )
+    return errors

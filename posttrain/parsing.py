@@ -1,12 +1,13 @@
 """Reading configuration: YAML files whose keys fill dataclasses, overridable by ``--field value`` flags.
 
 Shared by recipes (``posttrain train``/``validate``/``stage``) and evaluations (``posttrain eval``): unknown keys
-get the nearest valid key, or the data builder or method they belong to, and every error is a
-:class:`RecipeError` that names the file and the key.
+get the nearest valid key, or the data builder or method they belong to, values are checked against their
+field's type, and every error is a :class:`RecipeError` that names the file, the line and the key.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 from collections.abc import Mapping
@@ -15,30 +16,75 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
 from posttrain.configs import DataArguments
 from posttrain.data import get_data_builder, registered_data_builders
+from posttrain.errors import UserError
 
 # Optional nested sections; the canonical form is flat with banner comments, both parse the same.
 SECTIONS = ("recipe", "model", "data", "trainer")
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message says what to change."""
+class RecipeError(UserError, ValueError):
+    """A recipe (or an evaluation) that cannot run; the message says what to change."""
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+class YamlConfig(dict):
+    """A YAML file's flattened keys, with the line each key is on (``lines``) for error messages."""
+
+    def __init__(self, *args: Any, lines: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines: dict[str, int] = dict(lines or {})
+
+
+def _yaml_syntax_error(path: Path, text: str, err: yaml.YAMLError) -> RecipeError:
+    """The file, line and column of a YAML syntax error, the problem, and the line as written."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return RecipeError(f"{path} is not valid YAML: {err}")
+    problem = getattr(err, "problem", None) or str(err)
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None and context_mark.line != mark.line:
+        problem += f" ({context} that starts on line {context_mark.line + 1})"
+    lines = text.splitlines()
+    source = lines[mark.line] if mark.line < len(lines) else ""
+    shown = f"\n    {source}\n    {' ' * mark.column}^" if source.strip() else ""
+    return RecipeError(
+        f"{path} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {problem}{shown}"
+    )
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each top-level key, and of each key inside a nested section."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        lines.setdefault(str(key.value), key.start_mark.line + 1)
+        if key.value in SECTIONS and isinstance(value, yaml.MappingNode):
+            for sub_key, _ in value.value:
+                lines.setdefault(str(sub_key.value), sub_key.start_mark.line + 1)
+    return lines
+
+
+def read_yaml(path: Path) -> YamlConfig:
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+        raise _yaml_syntax_error(path, text, err) from err
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path} must hold a YAML mapping of field: value, not a {type(raw).__name__}.")
-    flat: dict[str, Any] = {}
+    flat = YamlConfig(lines=_key_lines(text))
     for key, value in raw.items():
         items = value.items() if key in SECTIONS and isinstance(value, dict) else [(key, value)]
         for sub_key, sub_value in items:
@@ -46,6 +92,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
                 raise RecipeError(f"{path}: key {sub_key!r} is set twice.")
             flat[sub_key] = sub_value
     return flat
+
+
+def _at(config: Mapping[str, Any], key: str, where: str) -> str:
+    """Where a key is set: ``recipe.yaml (line 7)`` when its line is known."""
+    line = getattr(config, "lines", {}).get(key)
+    return f"{where} (line {line})" if line else where
 
 
 def cli_keys(args: list[str]) -> list[str]:
@@ -61,18 +113,82 @@ def builder_hints() -> dict[str, str]:
     return hints
 
 
-def _unknown_key_errors(keys: list[str], known: set[str], where: str, owners: Mapping[str, str]) -> list[str]:
+def _unknown_key_errors(
+    keys: list[str],
+    known: set[str],
+    where: str,
+    owners: Mapping[str, str],
+    config: Mapping[str, Any] | None = None,
+) -> list[str]:
+    config = config or {}
     errors = []
     for key in keys:
         if key in known:
             continue
         if key in owners:
-            errors.append(f"key {key!r} in {where} is not used here: {owners[key]}")
+            errors.append(f"key {key!r} in {_at(config, key, where)} is not used here: {owners[key]}")
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        errors.append(f"unknown key {key!r} in {where}{hint}")
+        errors.append(f"unknown key {key!r} in {_at(config, key, where)}{hint}")
     return errors
+
+
+# How a field's type reads in an error message.
+_TYPE_NAMES = {int: "a whole number", float: "a number", string_to_bool: "true or false"}
+
+
+def _value_error(action: Any, value: Any) -> str | None:
+    """Why ``value`` from a YAML file does not fit the field behind ``action`` (None when it fits).
+
+    A string goes through the field's own conversion, as a command-line value would; numbers are checked for
+    what the conversion never sees (a bool or a fraction where a whole number belongs). Lists and mappings
+    are left to the field: several TRL fields take a mapping where their declared type is a string.
+    """
+    convert = action.type
+    if convert is None or value is None:
+        return None
+    if action.nargs in ("+", "*"):  # a list field: its type is the type of each item
+        for item in value if isinstance(value, list) else [value]:
+            problem = _value_error(argparse.Namespace(type=convert, nargs=None, choices=action.choices), item)
+            if problem is not None:
+                return f"item {problem}"
+        return None
+    wanted = _TYPE_NAMES.get(convert)
+    if isinstance(value, str):
+        if convert is str:
+            return None
+        try:
+            value = convert(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            return f"{value!r} is not {wanted or 'a valid value'}"
+    elif convert in (int, float) and isinstance(value, bool):
+        return f"{value!r} is not {wanted}"
+    elif convert is int and isinstance(value, float) and not value.is_integer():
+        return f"{value!r} is not {wanted}"
+    elif convert in (int, float) and isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} is not {wanted}"
+    if action.choices is not None and not isinstance(value, (list, dict)) and value not in action.choices:
+        choices = [str(c) for c in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{value!r} is not one of {', '.join(choices)}{hint}"
+    return None
+
+
+def _value_errors(parser: HfArgumentParser, config: Mapping[str, Any], where: str) -> list[str]:
+    actions = {action.dest: action for action in parser._actions}
+    errors = []
+    for key, value in config.items():
+        problem = _value_error(actions[key], value) if key in actions else None
+        if problem is not None:
+            errors.append(f"{key} in {_at(config, key, where)}: {problem}")
+    return errors
+
+
+def _raise_override_error(message: str) -> None:
+    """argparse's error handler for the command-line overrides: one error, not a usage screen and an exit."""
+    raise RecipeError(f"invalid command-line override: {message}")
 
 
 def peek(config: dict[str, Any], args: list[str], key: str, default: Any = None) -> Any:
@@ -118,20 +234,23 @@ def parse_dataclasses(
         known |= names
 
     owners = builder_hints() if hints is None else hints
-    errors = _unknown_key_errors(list(config), known, where, owners)
+    errors = _unknown_key_errors(list(config), known, where, owners, config)
     errors += _unknown_key_errors(cli_keys(overrides), known, "the command-line overrides", owners)
-    if errors:
-        raise RecipeError(f"{where} has unknown keys:\n  " + "\n  ".join(errors))
-
     parser = HfArgumentParser(types)
+    wrong = _value_errors(parser, config, where)
+    if errors or wrong:  # every key error and every value error of the file, in one report
+        title = " and ".join(t for t, found in (("unknown keys", errors), ("wrong values", wrong)) if found)
+        raise RecipeError(f"{where} has {title}:\n  " + "\n  ".join(errors + wrong))
+
     for action in parser._actions:
         if action.dest in config:
             action.default = config[action.dest]
             action.required = False
+    parser.error = _raise_override_error  # a bad --field value is one error naming the flag
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=overrides, return_remaining_strings=True)
-    except SystemExit as err:  # argparse exits on a bad value; turn it into an error we can report
-        raise RecipeError(f"{where}: invalid command-line override(s) {overrides}") from err
+    except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from err
     except (ValueError, TypeError) as err:
         raise RecipeError(f"{where}: {err}") from err
     if remaining:

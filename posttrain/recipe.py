@@ -7,6 +7,7 @@ an error that names the key to fix (and the nearest valid key, for typos).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
+from posttrain.data import DataError, check_dataset_reference
 from posttrain.methods import Method, get_method, registered_methods
 from posttrain.parsing import (
     RecipeError,
@@ -84,9 +86,12 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     explicit = set(config) | set(cli_keys(overrides))
     try:
         method = get_method(str(peek(config, overrides, "method", "grpo")))
+    except ValueError as err:
+        raise RecipeError(f"{where}: {err}", hint="`posttrain methods` lists the methods.") from err
+    try:
         data_types = data_sections(config, overrides, method.data_builder)
     except ValueError as err:
-        raise RecipeError(f"{where}: {err}") from err
+        raise RecipeError(f"{where}: {err}", hint=getattr(err, "hint", None)) from err
     apply_cpu_defaults(config, overrides)
     types = (RecipeArguments, ModelConfig, *data_types, method.config_class)
     parsed = parse_dataclasses(config, overrides, types, where, hints=_owner_hints())
@@ -112,16 +117,17 @@ def validate_recipe(recipe: Recipe) -> None:
     where = str(recipe.path) if recipe.path else "recipe"
     if not recipe.data.dataset_name:
         errors.append("dataset_name is required (a registered dataset, a local file or a datasets source).")
+    else:
+        try:
+            check_dataset_reference(recipe.data.dataset_name)
+        except (DataError, FileNotFoundError) as err:
+            errors.append(str(err))
     if not recipe.model.model_name_or_path:
         errors.append(
             "model_name_or_path is required (e.g. 'smollm2-135m-instruct', a local path or a hub id)."
         )
-    model_path = Path(recipe.model.model_name_or_path or ".")
-    if not model_path.exists() and model_path.parent != Path(".") and model_path.parent.is_dir():
-        errors.append(
-            f"model_name_or_path {str(model_path)!r} does not exist, though its folder {str(model_path.parent)!r} "
-            "does: if another recipe writes it (a warm start), train that one first."
-        )
+    else:
+        errors += model_reference_errors(recipe.model.model_name_or_path)
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         errors.append("load_in_4bit (QLoRA) trains adapters only: also set use_peft: true.")
     errors += recipe.method.family.check(recipe)
@@ -142,4 +148,56 @@ def validate_recipe(recipe: Recipe) -> None:
             f"resume_from_checkpoint {resume!r} is neither 'auto' nor an existing checkpoint directory."
         )
     if errors:
-        raise RecipeError(f"{where} cannot run:\n  " + "\n  ".join(errors))
+        hints = {
+            "reward spec": "`posttrain rewards` lists the registered rewards.",
+            "Unknown dataset": "`posttrain datasets` lists the registered datasets.",
+        }
+        hint = " ".join(h for found, h in hints.items() if any(found in e for e in errors)) or None
+        raise RecipeError(f"{where} cannot run:\n  " + "\n  ".join(errors), hint=hint)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def model_reference_errors(name: str, key: str = "model_name_or_path") -> list[str]:
+    """What is wrong with a model reference, found without loading anything or calling the hub.
+
+    An embedded name or an existing checkpoint folder passes. A path that is meant to be local (absolute, ``.``
+    or ``~``, nested folders, or in an existing folder) must exist. A bare name that nearly matches an embedded
+    one (a typo, e.g. ``smollm2-135m``) gets that name at once instead of a trip to the hub. Other names are hub
+    ids, refused only when ``HF_HUB_OFFLINE`` is set.
+    """
+    from posttrain.models import EMBEDDED_MODELS
+
+    if name in EMBEDDED_MODELS:
+        return []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        markers = ("config.json", "adapter_config.json")
+        if not any((path / marker).is_file() for marker in markers):
+            return [f"{key} {name!r} is a folder without config.json: it is not a saved model."]
+        return []
+    if path.exists():
+        return [f"{key} {name!r} is a file; a model is a folder (with config.json) or a name."]
+    in_folder = path.parent != Path(".") and path.parent.is_dir()
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or in_folder:
+        warm_start = (
+            f", though its folder {str(path.parent)!r} does: if another recipe writes it (a warm start), "
+            "train that one first"
+            if in_folder
+            else ""
+        )
+        return [f"{key} {name!r} does not exist{warm_start}."]
+    embedded = sorted(EMBEDDED_MODELS)
+    close = difflib.get_close_matches(name, embedded, n=1, cutoff=0.5) if "/" not in name else []
+    if close:
+        return [
+            f"Unknown model {name!r}: it is neither an embedded model ({', '.join(embedded)}) nor a local folder. "
+            f"Did you mean {close[0]!r}?"
+        ]
+    if _hub_offline():
+        return [
+            f"{key} {name!r} is neither embedded nor a local folder, and the hub is offline (HF_HUB_OFFLINE)."
+        ]
+    return []

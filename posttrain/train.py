@@ -25,8 +25,13 @@ from eval.heldout import score_heldout
 from eval.runner import EvalArguments, parse_evaluation, run_eval
 from posttrain.checkpoints import checkpoint_step, resolve_checkpoint
 from posttrain.configs import DataArguments
-from posttrain.data import load_recipe_splits, require_columns
-from posttrain.formatting import format_split, prefixed_chat_template, required_columns
+from posttrain.data import DataError, load_recipe_splits, require_columns
+from posttrain.formatting import (
+    format_split,
+    prefixed_chat_template,
+    prompt_length_errors,
+    required_columns,
+)
 from posttrain.parsing import RecipeError, read_yaml
 from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
@@ -73,13 +78,14 @@ def preflight(recipe: Recipe) -> Preflight:
 
     Loads and checks the rewards, the held-out metric and the evaluation file, loads the data through the data
     builder, and formats the training split (and the held-out rows) against every column the templates, the
-    rewards and the metric read. Any error here costs seconds, not a model load.
+    rewards and the metric read, then counts their tokens against the model's context and the trainer's limits.
+    Any error here costs seconds, not a model load.
     """
     try:
         return _preflight(recipe)
     except (ValueError, FileNotFoundError) as err:
         where = recipe.path or "the recipe"
-        raise RecipeError(f"{where} cannot run: {err}") from err
+        raise RecipeError(f"{where} cannot run: {err}", hint=getattr(err, "hint", None)) from err
 
 
 def _preflight(recipe: Recipe) -> Preflight:
@@ -106,6 +112,9 @@ def _preflight(recipe: Recipe) -> Preflight:
             test, sorted(needed_by_metric), what="heldout_metric and the prompt template (split 'test')"
         )
         test_data = format_split(test, recipe.data)
+    too_long = prompt_length_errors(recipe, train_data["train"], test_data)
+    if too_long:
+        raise DataError("\n  ".join(too_long))
     return Preflight(rewards=rewards, metric=metric, evaluation=evaluation, train=train_data, test=test_data)
 
 

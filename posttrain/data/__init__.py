@@ -28,7 +28,7 @@ from posttrain.data.registry import (
     registered_datasets,
     seed_cache_from,
 )
-from posttrain.data.user import load_any, require_columns
+from posttrain.data.user import DataError, check_dataset_reference, load_any, require_columns
 from posttrain.paths import cache_dir
 
 
@@ -49,16 +49,24 @@ def load_dataset_for(data, builder_args: Any = None) -> DatasetDict:
 def load_recipe_splits(data, builder_args: Any = None, *, seed: int = 0) -> DatasetDict:
     """A recipe's ``train`` (and ``test``, when the dataset has it) splits, built and sampled, not formatted.
 
-    ``max_train_samples`` keeps a seeded random subset of the training split."""
+    ``max_train_samples`` keeps a seeded random subset of the training split. A training split that ends up
+    with no rows is a :class:`DataError`."""
     dataset = load_dataset_for(data, builder_args)
     if data.dataset_train_split not in dataset:
-        raise ValueError(
+        raise DataError(
             f"Dataset {data.dataset_name!r} has no split {data.dataset_train_split!r}; it has {sorted(dataset)}. "
             "Set dataset_train_split."
         )
     train = dataset[data.dataset_train_split]
     if data.max_train_samples is not None and data.max_train_samples < len(train):
-        train = train.shuffle(seed=seed).select(range(data.max_train_samples))
+        train = train.shuffle(seed=seed).select(range(max(data.max_train_samples, 0)))
+    if len(train) == 0:
+        after = " after max_train_samples" if data.max_train_samples is not None else ""
+        after += f" after data_builder {data.data_builder!r}" if data.data_builder else ""
+        raise DataError(
+            f"Split {data.dataset_train_split!r} of dataset {data.dataset_name!r} has no rows{after}: there is "
+            "nothing to train on."
+        )
     splits = DatasetDict({"train": train})
     if data.dataset_test_split in dataset:
         splits["test"] = dataset[data.dataset_test_split]
@@ -68,8 +76,10 @@ def load_recipe_splits(data, builder_args: Any = None, *, seed: int = 0) -> Data
 __all__ = [
     "BuiltDataset",
     "DataBuilder",
+    "DataError",
     "DatasetSource",
     "cache_dir",
+    "check_dataset_reference",
     "dataset_dir",
     "get_data_builder",
     "load_any",

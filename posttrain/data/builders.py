@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from datasets import DatasetDict
 
+from posttrain.data.user import DataError
+
 BuildFunction = Callable[..., DatasetDict]  # build(splits, fields, *, train_split) -> splits
 
 
@@ -49,5 +51,8 @@ def get_data_builder(name: str) -> DataBuilder:
         close = difflib.get_close_matches(name, _BUILDERS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(_BUILDERS)) or "none"
-        raise ValueError(f"Unknown data_builder {name!r}.{hint} Known data builders: {known}.")
+        raise DataError(
+            f"Unknown data_builder {name!r}.{hint} Known data builders: {known}.",
+            hint="`posttrain builders` lists the data builders and what each does.",
+        )
     return _BUILDERS[name]

@@ -152,15 +152,21 @@ def registered_datasets() -> dict[str, DatasetSource]:
 
 
 def get_source(name: str) -> DatasetSource:
-    """Return the registered source ``name``; an unknown name raises a `ValueError` naming the closest."""
+    """Return the registered source ``name``; an unknown name raises a `DataError` (a `ValueError`) naming the
+    closest."""
     try:
         return _REGISTRY[name]
     except KeyError:
         pass
+    from posttrain.data.user import DataError  # deferred: user.py builds on this module
+
     names = sorted(_REGISTRY)
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Unknown dataset {name!r}.{hint} Registered datasets: {', '.join(names)}.")
+    raise DataError(
+        f"Unknown dataset {name!r}.{hint} Registered datasets: {', '.join(names)}.",
+        hint="`posttrain datasets` lists the registered datasets.",
+    )
 
 
 def dataset_dir(name: str) -> Path:

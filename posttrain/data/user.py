@@ -5,12 +5,16 @@ and never touches a hub; a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file
 split; a directory is read with ``load_from_disk`` when it was written by ``save_to_disk``, otherwise its
 splits are found from file and folder names the way ``datasets.load_dataset(<folder>)`` finds them
 (``train.*``, ``test.*``, ``validation.*``, ``train/``..., and all files as "train" when none is named after
-a split); anything else goes to ``datasets.load_dataset``. `require_columns` turns a missing column into an
-error that says what to fix.
+a split); anything else goes to ``datasets.load_dataset``, except a near miss of a registered name, which
+gets "did you mean" at once instead of a trip to the hub. `require_columns` turns a missing column into an error
+that says what to fix. Every error about the data itself is a :class:`DataError` (a missing path stays a
+`FileNotFoundError`).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,13 +22,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.data.registry import load_registered, registered_datasets
+from posttrain.errors import UserError
 
 if TYPE_CHECKING:
     import datasets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DATA_FILE_FORMATS", "load_any", "require_columns"]
+__all__ = ["DATA_FILE_FORMATS", "DataError", "check_dataset_reference", "load_any", "require_columns"]
+
+
+class DataError(UserError, ValueError):
+    """Data that cannot be used as named: an unknown dataset, an unreadable or empty file, a missing column."""
+
+
+LIST_DATASETS_HINT = "`posttrain datasets` lists the registered datasets."
 
 # File suffix -> the `datasets` packaged builder that reads it.
 DATA_FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -50,7 +62,7 @@ def load_any(
 
     if source in registered_datasets():
         if config is not None or data_files is not None:
-            raise ValueError(f"{source!r} is a registered offline dataset; it takes no config or data_files.")
+            raise DataError(f"{source!r} is a registered offline dataset; it takes no config or data_files.")
         return load_registered(source)
 
     path = Path(source).expanduser()
@@ -58,16 +70,74 @@ def load_any(
         if path.is_file():
             return _load_file(path)
         return _load_directory(path, config=config, data_files=data_files)
-    if _looks_local(source):
-        raise FileNotFoundError(f"Dataset path {source!r} does not exist (resolved to {path.resolve()}).")
+    check_dataset_reference(source, data_files=data_files)
 
     logger.info("Loading %r with datasets.load_dataset", source)
-    loaded = datasets.load_dataset(source, config, data_files=data_files)
+    try:
+        loaded = datasets.load_dataset(source, config, data_files=data_files)
+    except (OSError, ValueError) as err:  # no such dataset on the hub, no network, a bad config name
+        raise DataError(
+            f"Dataset {source!r} is not registered and not a local path, and datasets.load_dataset could not "
+            f"load it: {err}",
+            hint=LIST_DATASETS_HINT,
+        ) from err
     return _as_dataset_dict(loaded, source)
 
 
+def check_dataset_reference(source: str, *, data_files: DataFiles | None = None) -> None:
+    """Refuse at once, without a network call, a dataset reference that can only be a mistake.
+
+    Registered names and existing paths pass. A path that looks local but does not exist raises
+    `FileNotFoundError`. A bare name (no ``owner/``) close to a registered one (a typo, e.g. ``gsm_symbolc``)
+    raises a :class:`DataError` that names the registered one, rather than waiting on the hub's retries; so does
+    any name left for the hub when ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set. Other names go to
+    ``datasets.load_dataset``.
+    """
+    if source in registered_datasets() or Path(source).expanduser().exists():
+        return
+    if _looks_local(source):
+        path = Path(source).expanduser()
+        raise FileNotFoundError(f"Dataset path {source!r} does not exist (resolved to {path.resolve()}).")
+    if data_files is not None and source in _packaged_builders():
+        return
+    names = sorted(registered_datasets())
+    close = difflib.get_close_matches(source, names, n=1, cutoff=0.6) if "/" not in source else []
+    if close:
+        raise DataError(
+            f"Unknown dataset {source!r}: it is not registered and not a local file or folder. Did you mean "
+            f"{close[0]!r}? Registered datasets: {', '.join(names)}.",
+            hint=LIST_DATASETS_HINT,
+        )
+    if _hub_offline():
+        raise DataError(
+            f"Unknown dataset {source!r}: it is not registered and not a local path, and the hub is offline "
+            f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). Registered datasets: {', '.join(names)}.",
+            hint=LIST_DATASETS_HINT,
+        )
+
+
+def _blank(path: Path, probe: int = 1 << 16) -> bool:
+    """Whether a file holds nothing but whitespace (read only when it is small enough to be)."""
+    if path.stat().st_size > probe:
+        return False
+    return not path.read_bytes().strip()
+
+
+def _packaged_builders() -> set[str]:
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return set(_PACKAGED_DATASETS_MODULES)
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
 def require_columns(dataset: Any, columns: Iterable[str], *, what: str) -> None:
-    """Raise `ValueError` unless ``dataset`` (a Dataset or every split of a DatasetDict) has ``columns``.
+    """Raise :class:`DataError` unless ``dataset`` (a Dataset or every split of a DatasetDict) has ``columns``.
 
     ``what`` names the consumer, e.g. "the GRPO accuracy reward", and ends the message:
     ``Split 'train' is missing column(s) 'answer' needed by the GRPO accuracy reward; available
@@ -81,7 +151,7 @@ def require_columns(dataset: Any, columns: Iterable[str], *, what: str) -> None:
     for label, available in parts:
         missing = [c for c in needed if c not in available]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{label} is missing column(s) {_quoted(missing)} needed by {what}; "
                 f"available columns: {_quoted(available) or '(none)'}"
             )
@@ -104,17 +174,44 @@ def _builder_for(path: Path) -> str:
     try:
         return DATA_FILE_FORMATS[path.suffix.lower()]
     except KeyError:
-        raise ValueError(
+        raise DataError(
             f"Cannot load {str(path)!r}: supported data files end in {', '.join(DATA_FILE_FORMATS)}."
         ) from None
 
 
 def _load_file(path: Path) -> datasets.DatasetDict:
-    """A single data file becomes the "train" split."""
+    """A single data file becomes the "train" split. An empty or unreadable file is a :class:`DataError` that
+    names it (``datasets`` answers an empty JSONL file with a bare ``StopIteration``)."""
     import datasets
 
-    loaded = datasets.load_dataset(_builder_for(path), data_files={"train": str(path)})
+    builder = _builder_for(path)
+    if _blank(path):
+        raise DataError(f"Dataset file {str(path)!r} is empty: it has no rows to train or evaluate on.")
+    try:
+        loaded = datasets.load_dataset(builder, data_files={"train": str(path)})
+    except (datasets.exceptions.DatasetGenerationError, StopIteration, ValueError) as err:
+        cause = err.__cause__ or err
+        where = _first_bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
+        raise DataError(
+            f"Dataset file {str(path)!r} cannot be read as {builder}: "
+            + (where or f"{type(cause).__name__}: {cause}")
+        ) from err
     return _as_dataset_dict(loaded, str(path))
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """``line N is not a JSON object: <why>`` for the first such line of a JSON Lines file (None if all are)."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"line {number} is not valid JSON ({err.msg} at column {err.colno})."
+            if not isinstance(row, dict):
+                return f"line {number} is a JSON {type(row).__name__}, not an object of column: value."
+    return None
 
 
 def _load_directory(path: Path, *, config: str | None, data_files: DataFiles | None) -> datasets.DatasetDict:
@@ -164,7 +261,7 @@ def _check_one_format(path: Path, split_files: Mapping[str, Sequence[str]]) -> N
         listing = "; ".join(
             f"{split}: {', '.join(Path(f).name for f in files)}" for split, files in split_files.items()
         )
-        raise ValueError(
+        raise DataError(
             f"{path} mixes data file formats ({', '.join(sorted(builders))}) in {listing}; use one."
         )
 
