@@ -38,7 +38,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from eval.calibration import parse_confidence
 from eval.summary import summarize_samples, write_comparison
 from posttrain.configs import DataArguments
-from posttrain.data import load_dataset_for, require_columns
+from posttrain.data import DataError, check_dataset_reference, load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
@@ -428,8 +428,6 @@ def parse_evaluation(
     reference too, when ``base_dir``, the folder reward files are found from, is given) and the dataset
     reference. The models are checked where they are used as written (by `posttrain eval`): a recipe's
     evaluation gets its model from training."""
-    from posttrain.data import DataError, check_dataset_reference
-
     types = (EvalArguments, *data_sections(config, overrides, None))
     eval_args, data_args, *builder = parse_dataclasses(config, overrides, types, where)
     errors = []

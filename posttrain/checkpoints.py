@@ -1,7 +1,8 @@
 """Which checkpoint a run resumes from, and whether it may.
 
 - **What a run is** (:func:`run_identity`): the method, the model and its adapter settings, the data and its
-  builder, the rewards and the seed. It is written to ``<output_dir>/run.json`` when a run starts, and a
+  builder, the rewards and the seed. It is written to ``<output_dir>/run.json`` when a run has passed its
+  checks (:func:`record_run`), and a
   recipe whose identity differs is refused in that folder, with the differences listed: resuming it would
   continue another run's checkpoint and overwrite its results, curves, model and completion log. Other
   settings (learning rate, batch size...) may change on a resume; the changes are logged.
@@ -26,6 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import UserError
 from posttrain.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ _UNCOMPARED = re.compile(
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be resumed from; nothing is deleted, the message says what to do."""
 
 
@@ -95,47 +97,52 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_run_identity(recipe: Recipe, output_dir: Path, *, record_run: bool = True) -> None:
-    """Refuse a recipe that is not the run recorded in ``output_dir``; record it there when none is (unless
-    ``record_run`` is false, as in ``posttrain validate``, which writes nothing).
-
-    Run before anything expensive. Every rank reads; the main process writes.
-    """
+def check_run_identity(recipe: Recipe, output_dir: Path) -> None:
+    """Refuse a recipe that is not the run recorded in ``output_dir``. Reads only; :func:`record_run` writes the
+    record once the recipe has passed its checks."""
     record = output_dir / RUN_FILE
-    identity, settings = run_identity(recipe), run_settings(recipe)
-    if record.exists():
-        try:
-            recorded = json.loads(record.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(
-                f"{record} is corrupt ({err}); it records which run owns {output_dir}. Restore it, or choose a "
-                "new output_dir."
-            ) from err
-        differences = _differences(recorded.get("identity"), identity)
-        if differences:
-            listed = "\n  ".join(differences)
-            raise CheckpointError(
-                f"{output_dir} belongs to a different run (recorded in {record}):\n  {listed}\n"
-                "Resuming would continue that run's checkpoints and overwrite its results, model and completion "
-                "log. Choose a new output_dir for this recipe; to start from that run's weights, set "
-                "model_name_or_path to one of its checkpoints."
-            )
-        changed = _differences(recorded.get("settings"), settings)
-        if changed:
-            logger.warning("Resuming %s with changed settings:\n  %s", output_dir, "\n  ".join(changed))
-        return
-    if record_run and _is_main_process():
+    if not record.exists():
         if checkpoints(output_dir):
             logger.warning(
                 "%s holds checkpoints but no %s (written by an earlier version): cannot check that they belong "
-                "to this recipe; recording this recipe as their run.",
+                "to this recipe; it is recorded as their run.",
                 output_dir,
                 RUN_FILE,
             )
-        output_dir.mkdir(parents=True, exist_ok=True)
-        temporary = record.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps({"identity": identity, "settings": settings}, indent=2))
-        os.replace(temporary, record)
+        return
+    try:
+        recorded = json.loads(record.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{record} is corrupt ({err}); it records which run owns {output_dir}. Restore it, or choose a "
+            "new output_dir."
+        ) from err
+    differences = _differences(recorded.get("identity"), run_identity(recipe))
+    if differences:
+        listed = "\n  ".join(differences)
+        raise CheckpointError(
+            f"{output_dir} belongs to a different run (recorded in {record}):\n  {listed}\n"
+            "Resuming would continue that run's checkpoints and overwrite its results, model and completion "
+            "log. Choose a new output_dir for this recipe; to start from that run's weights, set "
+            "model_name_or_path to one of its checkpoints."
+        )
+    changed = _differences(recorded.get("settings"), run_settings(recipe))
+    if changed:
+        logger.warning("Resuming %s with changed settings:\n  %s", output_dir, "\n  ".join(changed))
+
+
+def record_run(recipe: Recipe) -> None:
+    """Write ``<output_dir>/run.json`` (main process), unless the folder already records this run."""
+    output_dir = Path(recipe.trainer.output_dir)
+    record = output_dir / RUN_FILE
+    if record.exists() or not _is_main_process():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_suffix(".json.tmp")
+    temporary.write_text(
+        json.dumps({"identity": run_identity(recipe), "settings": run_settings(recipe)}, indent=2)
+    )
+    os.replace(temporary, record)
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -211,7 +218,7 @@ def verify_checkpoint(path: Path) -> int:
     return step
 
 
-def resolve_checkpoint(args, recipe: Recipe | None = None, *, record_run: bool = True) -> str | None:
+def resolve_checkpoint(args, recipe: Recipe | None = None) -> str | None:
     """The checkpoint to resume from: ``auto`` picks the newest complete one in output_dir, a path is used as
     given. With ``recipe``, a folder that holds a different run is refused first (:func:`check_run_identity`).
 
@@ -227,22 +234,24 @@ def resolve_checkpoint(args, recipe: Recipe | None = None, *, record_run: bool =
             "auto to continue that run, or choose a new output_dir."
         )
     if recipe is not None:
-        check_run_identity(recipe, output_dir, record_run=record_run)
+        check_run_identity(recipe, output_dir)
     if wanted is None:
         return None
     if wanted == "auto":
+        damaged = []
         for candidate in found:
             try:
                 verify_checkpoint(candidate)
             except CheckpointError as err:
                 logger.warning("Skipping %s: %s", candidate.name, err)
+                damaged.append(f"{candidate.name}: {err}")
                 continue
             logger.info("Resuming from %s", candidate)
             return str(candidate)
         if found:
             raise CheckpointError(
-                f"No checkpoint in {output_dir} is complete (see the warnings above). Move them aside to start "
-                "over, or point resume_from_checkpoint at a good copy."
+                f"No checkpoint in {output_dir} is complete: " + "; ".join(damaged),
+                hint="move the damaged checkpoints aside to start over, or point resume_from_checkpoint at a good copy.",
             )
         logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting fresh", output_dir)
         return None

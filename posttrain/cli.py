@@ -43,10 +43,12 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _validate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from posttrain.checkpoints import resolve_checkpoint
     from posttrain.recipe import load_recipe
     from posttrain.train import preflight
 
     recipe = load_recipe(args.recipe, overrides)
+    resolve_checkpoint(recipe.trainer, recipe)  # another run's folder, a damaged checkpoint; writes nothing
     if args.with_data:
         checks = preflight(recipe)
         logger.info(
@@ -270,7 +272,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from posttrain.errors import UserError
 
     types: list[type[BaseException]] = [UserError, FileNotFoundError]
-    for module, name in (("posttrain.train", "CheckpointError"), ("rewards.contract", "RewardContractError")):
+    for module, name in (("rewards.contract", "RewardContractError"),):
         if module in sys.modules:
             types.append(getattr(sys.modules[module], name))
     return tuple(types)

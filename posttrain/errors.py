@@ -16,3 +16,7 @@ class UserError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+
+
+class DataError(UserError, ValueError):
+    """Data that cannot be used as named: an unknown dataset, an unreadable or empty file, a missing column."""

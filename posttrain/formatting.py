@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
+from transformers import AutoConfig, AutoTokenizer
 
 from posttrain.configs import DataArguments
 from posttrain.data import require_columns
+from posttrain.generation import render_prompts
+from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -218,12 +222,6 @@ def local_tokenizer_and_context(
     this machine; None when getting them would convert the embedded model or reach the hub.
 
     Counting prompt tokens needs the tokenizer, not the model, so it can run before anything expensive."""
-    from pathlib import Path
-
-    from transformers import AutoConfig, AutoTokenizer
-
-    from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
-
     source = model_name_or_path
     if source in EMBEDDED_MODELS:
         source = str(embedded_model_dir(source))
@@ -241,8 +239,6 @@ def local_tokenizer_and_context(
 def prompt_token_lengths(tokenizer, split: Dataset, *, with_completion: bool = False) -> list[int]:
     """Tokens of each row's prompt as the trainer renders it (chat template and generation prompt, with the
     row's response prefix), or of the whole prompt and completion with ``with_completion``."""
-    from posttrain.generation import render_prompts
-
     if with_completion:
         texts = [
             conversation_text(tokenizer, p, c)

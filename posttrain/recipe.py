@@ -19,6 +19,7 @@ import torch
 from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
 from posttrain.data import DataError, check_dataset_reference
 from posttrain.methods import Method, get_method, registered_methods
+from posttrain.models import EMBEDDED_MODELS
 from posttrain.parsing import (
     RecipeError,
     builder_hints,
@@ -168,8 +169,6 @@ def model_reference_errors(name: str, key: str = "model_name_or_path") -> list[s
     one (a typo, e.g. ``smollm2-135m``) gets that name at once instead of a trip to the hub. Other names are hub
     ids, refused only when ``HF_HUB_OFFLINE`` is set.
     """
-    from posttrain.models import EMBEDDED_MODELS
-
     if name in EMBEDDED_MODELS:
         return []
     path = Path(name).expanduser()

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from posttrain.errors import UserError
+
 __all__ = [
     "ExecutionResult",
     "Isolation",
@@ -52,7 +54,7 @@ PROGRAM_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_AL
 GRACE_SECONDS = 1.0
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(UserError, RuntimeError):
     """The requested isolation cannot be set up on this machine; the message says what is missing."""
 
 

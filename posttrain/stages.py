@@ -37,6 +37,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from posttrain.data import load_recipe_splits
+from posttrain.errors import UserError
 from posttrain.generation import Sampling, make_engine, render_prompt
 from posttrain.jsonl import read_jsonl
 from posttrain.models import resolve_model_path
@@ -106,7 +107,7 @@ class StageContext:
         return self._loaded["model"]
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A stage that cannot run or resume; the message says what to do."""
 
 

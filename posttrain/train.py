@@ -23,7 +23,7 @@ from transformers import set_seed
 from eval.callback import CheckpointEvalCallback
 from eval.heldout import score_heldout
 from eval.runner import EvalArguments, parse_evaluation, run_eval
-from posttrain.checkpoints import checkpoint_step, resolve_checkpoint
+from posttrain.checkpoints import checkpoint_step, record_run, resolve_checkpoint
 from posttrain.configs import DataArguments
 from posttrain.data import DataError, load_recipe_splits, require_columns
 from posttrain.formatting import (
@@ -177,9 +177,11 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "Method %s, model %s, data %s", method.name, recipe.model.model_name_or_path, recipe.data.dataset_name
     )
     checkpoint = resolve_checkpoint(args, recipe)
+    run = recipe
     if method.stages:
         recipe = on_stage_output(recipe, run_stages(recipe))
     checks = preflight(recipe)
+    record_run(run)
 
     tokenizer = family.load_tokenizer(recipe)
     prefixed_template = None

@@ -21,6 +21,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
 from trl import GRPOTrainer, SFTTrainer
 
+from posttrain.errors import UserError
 from posttrain.formatting import conversation_text
 from posttrain.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
 from posttrain.models import REWARD_MODEL_MARKER
@@ -186,7 +187,7 @@ class PosttrainGRPOTrainer(GRPOTrainer):
         self.completion_log.write(rows)
 
 
-class NoRewardSignalError(RuntimeError):
+class NoRewardSignalError(UserError, RuntimeError):
     """No reward scored any completion for ``signal_patience`` generation batches in a row."""
 
 

@@ -250,6 +250,26 @@ CASES = [
     ),
 ]
 
+CASES += [
+    Case(
+        "Corrupt checkpoint",
+        "`out/checkpoint-2/model.safetensors` cut short (as by a full disk), `resume_from_checkpoint: auto`",
+        "No checkpoint in out is complete: checkpoint-2: out/checkpoint-2/model.safetensors is truncated",
+        hint="move the damaged checkpoints aside to start over, or point resume_from_checkpoint at a good copy.",
+        files={
+            "out/checkpoint-2/trainer_state.json": '{"global_step": 2}',
+            "out/checkpoint-2/model.safetensors": "x",
+        },
+    ),
+    Case(
+        "Another run's output_dir",
+        "`output_dir` of an SFT run (its `run.json`) given to this GRPO recipe",
+        "out belongs to a different run (recorded in out/run.json):…method: 'sft' there, 'grpo' in this recipe…"
+        "Choose a new output_dir for this recipe",
+        files={"out/run.json": '{"identity": {"method": "sft"}}'},
+    ),
+]
+
 # The evaluation row is not a recipe: `test_torn_samples_file_resumes` makes it.
 TORN_SAMPLES = Case(
     "Evaluation samples file torn mid-line",
@@ -326,7 +346,9 @@ def test_bad_input_is_refused_before_any_model_loads(
     monkeypatch.chdir(tmp_path)
     Path("recipe.yaml").write_text(recipe_text(case, tiny_model))
     for name, text in case.files.items():
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
         Path(name).write_text(text)
+    before = snapshot(Path("out")) if Path("out").exists() else None
     caplog.set_level(logging.INFO)
 
     for command in ("validate", "train"):
@@ -346,7 +368,10 @@ def test_bad_input_is_refused_before_any_model_loads(
             assert (f"hint: {case.hint}" in text) == bool(case.hint)
         assert "Traceback" not in text
     assert tripwire == ([] if case.outcome == REFUSED else ["load_tokenizer"])
-    assert not Path("out").exists()  # nothing was written before the error
+    if case.outcome == REFUSED:  # nothing was written before the error
+        assert (snapshot(Path("out")) if Path("out").exists() else None) == before
+    else:  # checks passed: the run is recorded, nothing else is written before the model loads
+        assert [p.name for p in Path("out").iterdir()] == ["run.json"]
 
 
 def finished_run(out: Path) -> None:

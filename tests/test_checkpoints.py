@@ -14,6 +14,7 @@ from posttrain.checkpoints import (
     RUN_FILE,
     CheckpointError,
     check_run_identity,
+    record_run,
     resolve_checkpoint,
     run_identity,
     verify_checkpoint,
@@ -117,6 +118,8 @@ def test_a_run_is_recorded_and_the_same_recipe_resumes(tmp_path, offline_cache):
     out = tmp_path / "out"
     recipe = recipe_at(tmp_path, out)
     assert resolve_checkpoint(recipe.trainer, recipe) is None
+    assert not out.exists()  # checking writes nothing
+    record_run(recipe)
     recorded = json.loads((out / RUN_FILE).read_text())
     assert recorded["identity"] == run_identity(recipe)
     fake_checkpoint(out / "checkpoint-2", 2)
@@ -138,7 +141,7 @@ def test_a_run_is_recorded_and_the_same_recipe_resumes(tmp_path, offline_cache):
 def test_another_recipe_is_refused_in_a_run_folder(tmp_path, offline_cache, change, named):
     out = tmp_path / "out"
     first = recipe_at(tmp_path, out)
-    resolve_checkpoint(first.trainer, first)
+    record_run(first)
     fake_checkpoint(out / "checkpoint-2", 2)
     (out / "results.json").write_text('{"before": 0.1}')
     config = {k: v for k, v in {**GRPO, "output_dir": str(out), **change}.items() if v is not None}
@@ -161,4 +164,6 @@ def test_a_folder_from_before_run_records_is_adopted_with_a_warning(tmp_path, of
     fake_checkpoint(out / "checkpoint-2", 2)
     recipe = recipe_at(tmp_path, out)
     check_run_identity(recipe, out)
-    assert "cannot check" in caplog.text and (out / RUN_FILE).exists()
+    assert "cannot check" in caplog.text
+    record_run(recipe)
+    assert (out / RUN_FILE).exists()

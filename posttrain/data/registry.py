@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from posttrain.errors import DataError
 from posttrain.packages import extract_members, fetch_artefact
 from posttrain.paths import cache_dir
 
@@ -158,8 +159,6 @@ def get_source(name: str) -> DatasetSource:
         return _REGISTRY[name]
     except KeyError:
         pass
-    from posttrain.data.user import DataError  # deferred: user.py builds on this module
-
     names = sorted(_REGISTRY)
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""

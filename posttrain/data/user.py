@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posttrain.data.registry import load_registered, registered_datasets
-from posttrain.errors import UserError
+from posttrain.errors import DataError
 
 if TYPE_CHECKING:
     import datasets
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["DATA_FILE_FORMATS", "DataError", "check_dataset_reference", "load_any", "require_columns"]
-
-
-class DataError(UserError, ValueError):
-    """Data that cannot be used as named: an unknown dataset, an unreadable or empty file, a missing column."""
 
 
 LIST_DATASETS_HINT = "`posttrain datasets` lists the registered datasets."
