@@ -110,6 +110,26 @@ def test_resumed_sampled_eval_rechunked_gives_the_same_rows(tiny_model, offline_
     assert len({c for r in full.values() for c in r["completions"]}) > 6
 
 
+def test_resume_after_a_torn_last_line_reproduces_the_uninterrupted_run(tiny_model, offline_cache, tmp_path):
+    """A prompt's samples depend on the seed and the prompt only: a run killed mid-write and resumed with other
+    chunks writes the rows, and so the summary, of a run that was never interrupted."""
+    sampled = {"n": 3, "temperature": 1.0, "max_new_tokens": 6}
+    full = run_eval(eval_args(tiny_model, tmp_path / "full", chunk_size=4, **sampled), data_args())
+    out = tmp_path / "resumed"
+    run_eval(eval_args(tiny_model, out, chunk_size=4, **sampled), data_args())
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    # Four rows whole and the fifth torn. Resumed in chunks of 3, prompts 4 and 5 are generated in a batch with
+    # prompt 3 and at other positions than in the first run.
+    samples.write_text("".join(line + "\n" for line in lines[:4]) + lines[4][:25])
+    (out / "summary.json").unlink()
+    resumed = run_eval(eval_args(tiny_model, out, chunk_size=3, **sampled), data_args())
+    assert read_samples(samples) == read_samples(tmp_path / "full" / "samples.jsonl")
+    assert resumed == full
+    completions = [c for row in read_samples(samples).values() for c in row["completions"]]
+    assert len(set(completions)) > 6  # sampled, not greedy: the samples could have come out otherwise
+
+
 class RecordingEngine(HFEngine):
     """An HF engine that records the prompts of every generate call."""
 
