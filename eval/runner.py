@@ -254,26 +254,42 @@ def _samples_path(out: Path, rank: int, world: int) -> Path:
     return out / ("samples.jsonl" if world == 1 else f"samples.rank{rank}.jsonl")
 
 
+def sample_line(row: dict) -> str:
+    """One row of ``samples.jsonl`` as written, without its newline: strict JSON (no NaN), UTF-8 text."""
+    return json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
+
+
 def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
-    """Rows already written, by prompt index. A torn line (a crash mid-write) is dropped; with ``repair`` the
-    file is rewritten without it, so rows appended next start on a clean line."""
+    """Rows already written, by prompt index.
+
+    Rows are split on newlines only: JSON leaves U+2028, U+2029 and U+0085 unescaped inside a completion, and
+    ``str.splitlines`` would cut a row there. A line that is not a whole row (a crash mid-write, which may also
+    cut a UTF-8 character) is dropped. With ``repair``, a file with such a line, or whose last row lacks its
+    newline, is rewritten with the whole rows only, each ending in a newline, so rows appended next start on a
+    line of their own.
+    """
     rows: dict[int, dict] = {}
     if not path.exists():
         return rows
-    torn = False
-    for line in path.read_text().splitlines():
+    *lines, last = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    broken = False
+    for line in [*lines, last]:
+        if not line:
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
             logger.warning("Dropping a partial line in %s (interrupted write)", path)
-            torn = True
+            broken = True
             continue
         rows[row["index"]] = row
-    if torn and repair:
+    if repair and (broken or last):
+        if not broken:
+            logger.warning("Adding the newline the last row of %s lacks", path)
         staging = path.with_suffix(".repair")
-        staging.write_text(
-            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows.values())
-        )
+        staging.write_text("".join(sample_line(r) + "\n" for r in rows.values()), encoding="utf-8")
         staging.replace(path)
     return rows
 
@@ -368,7 +384,7 @@ def evaluate_model(
         columns = [c for c in dataset.column_names if c != "prompt"]
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
         generated_tokens, started = 0, time.perf_counter()
-        with path.open("a") as sink:
+        with path.open("a", encoding="utf-8") as sink:
             for chunk in chunks:
                 generated = engine.generate([prompts[i] for i in chunk], sampling)
                 indices = [i for i in chunk if i not in done]
@@ -390,7 +406,7 @@ def evaluate_model(
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
                         row["confidences"] = [parse_confidence(t) for t in texts]
-                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    line = sample_line(row)
                     sink.write(line + "\n")
                     done[index] = json.loads(line)  # as a resumed run reads it back
                 sink.flush()

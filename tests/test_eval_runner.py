@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.runner import EvalArguments, read_samples, run_eval
+from eval.runner import EvalArguments, read_samples, run_eval, sample_line
 from eval.summary import summarize_samples
 from posttrain.cli import main
 from posttrain.configs import DataArguments
@@ -128,6 +128,52 @@ def test_resume_after_a_torn_last_line_reproduces_the_uninterrupted_run(tiny_mod
     assert resumed == full
     completions = [c for row in read_samples(samples).values() for c in row["completions"]]
     assert len(set(completions)) > 6  # sampled, not greedy: the samples could have come out otherwise
+
+
+def test_a_complete_last_row_without_its_newline_is_kept(tiny_model, offline_cache, tmp_path):
+    """A file that ends in a whole row but no newline gets the newline before rows are appended, so the next
+    row does not land on the same line (where both were lost)."""
+    full = run_eval(eval_args(tiny_model, tmp_path / "full"), data_args())[tiny_model.name]
+    out = tmp_path / "resumed"
+    out.mkdir()
+    lines = (tmp_path / "full" / "samples.jsonl").read_text().splitlines()
+    samples = out / "samples.jsonl"
+    samples.write_text("\n".join(lines[:3]))  # three whole rows, the last without its newline
+    resumed = run_eval(eval_args(tiny_model, out), data_args())[tiny_model.name]
+    text = samples.read_text()
+    assert text.endswith("\n") and text.splitlines()[:3] == lines[:3]
+    assert sorted(json.loads(line)["index"] for line in text.splitlines()) == list(range(6))
+    assert resumed == full
+
+
+def test_read_samples_repairs_only_what_is_broken(tmp_path):
+    rows = [{"index": i, "completions": [f"answer {i}"]} for i in range(3)]
+    path = tmp_path / "samples.jsonl"
+    whole = [json.dumps(row) for row in rows]
+    path.write_text("\n".join(whole))  # the last row whole, no final newline
+    assert sorted(read_samples(path, repair=True)) == [0, 1, 2]
+    assert path.read_text() == "".join(line + "\n" for line in whole)
+    path.write_text(whole[0] + "\n" + whole[1] + "\n" + whole[2][:-3])  # torn: dropped
+    assert sorted(read_samples(path, repair=True)) == [0, 1]
+    assert path.read_text() == whole[0] + "\n" + whole[1] + "\n"
+    accented = sample_line({"index": 2, "completions": ["café"]}).encode()
+    path.write_bytes(
+        whole[0].encode() + b"\n" + accented[: accented.index("é".encode()) + 1]
+    )  # mid-character
+    assert sorted(read_samples(path, repair=True)) == [0]
+    assert path.read_text() == whole[0] + "\n"
+    path.write_text("")
+    assert read_samples(path, repair=True) == {} and path.read_text() == ""
+
+
+def test_rows_with_unicode_line_separators_survive_a_resume(tmp_path):
+    """JSON leaves U+2028, U+2029 and U+0085 unescaped; the reader splits rows on newlines only, or such a row
+    would be read as torn and dropped on every resume."""
+    row = {"index": 0, "completions": ["one\u2028two\u2029three\x85four\rfive"]}
+    path = tmp_path / "samples.jsonl"
+    path.write_text(sample_line(row) + "\n", encoding="utf-8")
+    assert read_samples(path, repair=True) == {0: row}
+    assert path.read_text(encoding="utf-8") == sample_line(row) + "\n"
 
 
 class RecordingEngine(HFEngine):
