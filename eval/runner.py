@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from eval.calibration import parse_confidence
-from eval.summary import summarize_samples, write_comparison
+from eval.summary import summarize_samples, write_comparison, write_json
 from posttrain.configs import DataArguments
 from posttrain.data import load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
@@ -224,7 +224,8 @@ def gather_rows(rows: dict[int, dict], ranks: Ranks) -> list[dict[int, dict]] | 
     """Every rank's rows, on rank 0 (``None`` on the others), once all ranks have generated theirs."""
     if ranks.world == 1:
         return [rows]
-    payload = torch.frombuffer(bytearray(json.dumps(list(rows.values())).encode()), dtype=torch.uint8)
+    text = json.dumps(list(rows.values()), allow_nan=False)
+    payload = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
     try:
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(ranks.world)]
         ranks.group.allgather([sizes], [torch.tensor([payload.numel()])]).wait()
@@ -415,7 +416,7 @@ def evaluate_model(
                 progress.set_postfix(tok_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
         progress.close()
         throughput = {"generated_tokens": generated_tokens, "seconds": time.perf_counter() - started}
-        (out / f"throughput.rank{rank}.json").write_text(json.dumps(throughput))
+        write_json(out / f"throughput.rank{rank}.json", throughput)
         del engine
 
     gathered = gather_rows(done, ranks)
@@ -430,7 +431,7 @@ def evaluate_model(
             f"{spec.label}: {len(missing)} prompts have no samples (e.g. {missing[:5]}); rerun to fill."
         )
     summary = summarize_samples([rows[i] for i in range(len(dataset))], args, out, spec.label)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary
 
 

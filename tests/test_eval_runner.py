@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from eval.runner import EvalArguments, read_samples, run_eval, sample_line
-from eval.summary import summarize_samples
+from eval.summary import summarize_samples, write_comparison
 from posttrain.cli import main
 from posttrain.configs import DataArguments
 from posttrain.generation import HFEngine
@@ -229,6 +229,71 @@ def test_calibration_summary_and_reliability_diagram(tmp_path):
     assert summary["ece"] == pytest.approx(1.6 / 3)
     assert summary["brier"] == pytest.approx((0.01 + 0.64 + 0.49) / 3)
     assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def strict_json(text: str):
+    """JSON as a strict reader takes it: a bare NaN or Infinity is an error."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def calibration_rows(correct: float) -> list[dict]:
+    return [
+        {
+            "scores": {"acc": [correct, correct]},
+            "answers": ["a", "a"],
+            "confidences": [0.9, 0.6],
+            "group": "x",
+        },
+        {"scores": {"acc": [None, None]}, "answers": [None, None], "confidences": [None, None], "group": "y"},
+    ]
+
+
+@pytest.mark.parametrize(("correct", "verdict"), [(1.0, "correct"), (0.0, "wrong")])
+def test_undefined_metrics_are_null_with_a_reason(tmp_path, correct, verdict):
+    args = EvalArguments(
+        model_name_or_path="m", scorers=["x"], n=2, temperature=1.0, confidence=True, group_by="g"
+    )
+    summary = summarize_samples(calibration_rows(correct), args, tmp_path, "m")
+    assert summary["auroc"] is None
+    assert (
+        summary["notes"]["auroc"] == f"AUROC undefined: all 2 answers that state a confidence are {verdict}"
+    )
+    assert summary["ece"] == pytest.approx(abs(correct - 0.75))  # defined metrics stay numbers
+    group_y = summary["groups"]["y"]
+    assert group_y["mean@2"] is None and "no sample was scored" in group_y["notes"]["mean@2"]
+    assert group_y["mean_reward/acc"] is None and "acc" in group_y["notes"]["mean_reward/acc"]
+    assert strict_json(json.dumps(summary)) == summary
+
+
+def test_no_stated_confidence_is_noted(tmp_path):
+    rows = [{"scores": {"acc": [1.0]}, "answers": ["a"], "confidences": [None]}]
+    args = EvalArguments(model_name_or_path="m", scorers=["x"], confidence=True)
+    summary = summarize_samples(rows, args, tmp_path, "m")
+    assert summary["confidence_stated"] == 0.0 and "ece" not in summary
+    assert summary["notes"] == {"calibration": "no sample stated a confidence: no ECE, Brier or AUROC"}
+
+
+def test_comparison_keeps_a_metric_undefined_for_one_model(tmp_path):
+    results = {"a": {"pass@1": 0.5, "auroc": None}, "b": {"pass@1": 0.25, "auroc": 0.75}}
+    write_comparison(results, tmp_path)
+    assert strict_json((tmp_path / "comparison.json").read_text()) == results
+
+
+def test_summary_json_is_strict_json(tiny_model, offline_cache, tmp_path):
+    """A scorer that scores nothing leaves mean@n undefined: summary.json holds null and says why, not NaN."""
+    (tmp_path / "unscored.py").write_text(
+        "def unscored(completions, **kwargs):\n    return [None] * len(completions)\n"
+    )
+    args = eval_args(tiny_model, tmp_path / "out", scorers=["unscored.py:unscored"], max_samples=2)
+    summary = run_eval(args, data_args(), base_dir=tmp_path)[tiny_model.name]
+    written = strict_json((tmp_path / "out" / "summary.json").read_text())
+    assert written == summary
+    assert written["mean@1"] is None and written["mean_reward/unscored"] is None
+    assert set(written["notes"]) == {"mean@1", "mean_reward/unscored"}
 
 
 def test_unknown_scorer_fails_before_generation(tiny_model, offline_cache, tmp_path):
