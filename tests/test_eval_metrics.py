@@ -217,17 +217,62 @@ def test_calibration_summary():
         ("confidence: 0.3", 0.3),
         ("Confidence: 85 %", 0.85),
         ("Confidence: 85", 0.85),
+        ("Confidence: 85 percent", 0.85),
         ("CONFIDENCE LEVEL: 40", 0.4),
+        ("Confidence score: 85%", 0.85),
+        ("Confidence rating: 0.6", 0.6),
         ("**Confidence:** 90%", 0.9),
+        ("**Confidence**: 90%.", 0.9),
+        ("Confidence: .5", 0.5),
         ("Confidence: 1", 1.0),
+        ("Confidence: 1.0", 1.0),
         ("Confidence: 0", 0.0),
         ("Confidence: 100%", 1.0),
+        ("Confidence: 85. I am fairly sure.", 0.85),
         ("Confidence: 20%\nOn reflection...\nConfidence: 70%", 0.7),
+        # Fractions are read as fractions, not as percentages.
+        ("Confidence: 9/10", 0.9),
+        ("Confidence: 4/5", 0.8),
+        ("Confidence: 3 / 4", 0.75),
+        ("Confidence: 7 out of 10", 0.7),
+        ("Confidence: 0/3", 0.0),
+        # A stated scale decides what a bare number means.
+        ("Confidence (0-100): 85", 0.85),
+        ("Confidence (0-100): 1", 0.01),
+        ("Confidence (0 to 10): 7", 0.7),
+        ("Confidence (0-1): 0.85", 0.85),
+        ("Confidence (%): 85", 0.85),
+        ("Confidence score (0-100): 85%", 0.85),
+        # Decimal comma and the Arabic decimal separator (U+066B), Arabic-Indic digits and percent sign.
+        ("Confidence: 0,85", 0.85),
+        ("Confidence: 85,5%", 0.855),
+        ("Confidence: 0\u066b85", 0.85),
+        ("Confidence: \u0668\u0665\u066a", 0.85),
+        # Refused rather than guessed.
+        ("Confidence: 1e2", None),  # scientific notation
+        ("Confidence: 1.5", None),  # a probability above 1, or 1.5%?
+        ("Confidence: 85.5", None),  # a decimal without % is a probability
+        ("Confidence: 1,000", None),  # a thousands separator or a decimal comma?
+        ("Confidence: 80-90%", None),  # a range
+        ("Confidence: 80 to 90%", None),
+        ("Confidence: 7 out of ten", None),
+        ("Confidence: 7 on a scale of 10", None),
+        ("Confidence: 0.8.5", None),
+        ("Confidence: 9/10%", None),
+        ("Confidence: 11/10", None),
+        ("Confidence: 1/0", None),
+        ("Confidence: 1.5/2", None),
+        ("Confidence (1-10): 7", None),  # a scale that does not start at 0
+        ("Confidence (0-1): 85", None),
+        ("Confidence (0-100): 150", None),
+        ("Confidence: -5%", None),
         ("Confidence: 150", None),
         ("Confidence: 101%", None),
         ("Confidence: high", None),
-        ("Confidence: 60\nConfidence: unsure", None),
+        ("Confidence: 60\nConfidence: unsure", None),  # the last statement counts, even when broken
         ("I have low confidence in this answer.", None),
+        ("Confidence intervals: 3", None),
+        ("Overconfidence: 90%", None),
         ("The answer is 42.", None),
         ("", None),
     ],
@@ -237,7 +282,7 @@ def test_parse_confidence(text, expected):
     if expected is None:
         assert result is None
     else:
-        assert result == pytest.approx(expected)
+        assert result == pytest.approx(expected, abs=1e-12)
 
 
 # -- plots --------------------------------------------------------------------------------------
