@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from eval.calibration import parse_confidence
+from eval.metrics import vote_answer
 from eval.summary import summarize_samples, write_comparison, write_json
 from posttrain.configs import DataArguments
 from posttrain.data import load_dataset_for, require_columns
@@ -43,7 +44,6 @@ from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
-from rewards.math import extract_final_number
 from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class EvalArguments:
     answer_parser: str = field(
         default="text",
         metadata={
-            "help": "How maj@k reads an answer: 'number' (final number), 'text' (stripped completion), 'none'."
+            "help": "How maj@k reads an answer: 'number' (the final number), 'text' (the answer before a stated "
+            "confidence, normalised as qa_contains compares), 'none'."
         },
     )
     confidence: bool = field(
@@ -325,14 +326,6 @@ def _check_context(tokenizer, prompts: list[str], limit: int, max_new_tokens: in
         )
 
 
-def _answer(text: str, parser: str) -> str | None:
-    if parser == "none":
-        return None
-    if parser == "number":
-        return extract_final_number(text)
-    return text.strip().lower() or None
-
-
 def evaluate_model(
     spec: ModelSpec,
     args: EvalArguments,
@@ -401,7 +394,7 @@ def evaluate_model(
                         "prompt": dataset[index]["prompt"],
                         "completions": texts,
                         "scores": {name: s[j * args.n : (j + 1) * args.n] for name, s in scores.items()},
-                        "answers": [_answer(t, args.answer_parser) for t in texts],
+                        "answers": [vote_answer(t, args.answer_parser) for t in texts],
                     }
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]

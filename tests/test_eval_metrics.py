@@ -15,7 +15,7 @@ from eval.calibration import (
     parse_confidence,
     reliability_bins,
 )
-from eval.metrics import aggregate, majority_at_k, mean_at_k, pass_at_k, sample_metrics
+from eval.metrics import aggregate, majority_at_k, mean_at_k, pass_at_k, sample_metrics, vote_answer
 from eval.plots import comparison_plot, reliability_diagram
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -87,6 +87,43 @@ def test_majority_with_scores_uses_the_threshold():
 
 
 # -- sample_metrics, aggregate ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parser", "same", "other"),
+    [
+        (
+            "text",
+            ["Paris", "Paris.", " paris\n", "The Paris", "Paris\nConfidence: 90%", "Paris\nConfidence: 80%"],
+            "Lyon",
+        ),
+        ("text", ["Paris\n**Confidence (0-100):** 90", "Paris. Confidence score: 7/10"], "Paris, France"),
+        (
+            "number",
+            ["42", "#### 42", "42\nConfidence: 90%", "42.0\nConfidence: 80%", "$42.", "42 Confidence: 4/5"],
+            "90",
+        ),
+        ("number", ["12.50", "12.5", "1,2.5"], "125"),
+    ],
+)
+def test_vote_answers_agree_where_the_scorer_does(parser, same, other):
+    keys = {vote_answer(text, parser) for text in same}
+    assert len(keys) == 1 and None not in keys
+    assert vote_answer(other, parser) not in keys
+
+
+def test_vote_answer_without_an_answer():
+    assert vote_answer("Confidence: 90%", "text") is None
+    assert vote_answer("no number. Confidence: 90%", "number") is None
+    assert vote_answer("Paris", "none") is None
+
+
+def test_majority_of_confident_answers_votes_on_the_answer():
+    """Four samples: "Paris" three times with different confidences and a period, "Lyon" once (correct)."""
+    texts = ["Paris\nConfidence: 90%", "Lyon\nConfidence: 50%", "Paris.\nConfidence: 80%", "paris"]
+    answers = [vote_answer(t, "text") for t in texts]
+    assert majority_at_k(answers, [1.0, 0.0, 1.0, 1.0]) == 1.0
+    assert majority_at_k(answers, [0.0, 1.0, 0.0, 0.0]) == 0.0  # Lyon's one vote loses
 
 
 def test_sample_metrics_for_one_prompt():

@@ -92,6 +92,9 @@ def test_completion_text_rejects_other_types():
         ("about .5 of it", ".5"),
         ("minus \u22124", "-4"),
         ("42 comes first ####", "42"),  # a marker without a number falls through
+        ("42\nConfidence: 90%", "42"),  # a stated confidence is not the answer
+        ("The answer is 7. Confidence (0-100): 85", "7"),
+        ("Confidence: 90%", None),
         ("no digits here", None),
         ("", None),
     ],
@@ -157,6 +160,11 @@ def test_numeric_answer_conversational_format_and_extra_kwargs():
 def test_numeric_answer_relative_tolerance():
     assert numeric_answer(completions=["1000.5"], answer=["1000"]) == [0.0]
     assert numeric_answer(completions=["1000.5"], answer=["1000"], rel_tol=1e-3) == [1.0]
+
+
+def test_numeric_answer_does_not_read_the_stated_confidence():
+    completions = ["42\nConfidence: 90%", "42\nConfidence: 90%"]
+    assert numeric_answer(completions=completions, answer=["42", "90"]) == [1.0, 0.0]
 
 
 def test_numeric_answer_rejects_mismatched_columns():
