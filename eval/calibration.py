@@ -111,13 +111,17 @@ def reliability_bins(
 ) -> list[dict[str, Any]]:
     """Equal-width bins over [0, 1]: bin i holds confidences in [i / n_bins, (i + 1) / n_bins).
 
-    The last bin is closed, so a confidence of 1.0 falls in it. Each bin has ``lo``, ``hi``, ``count``,
-    ``mean_confidence`` and ``accuracy``; the last two are None for an empty bin.
+    The bins are closed on the left and open on the right, except the last, closed at 1.0 so that a
+    confidence of 1.0 falls in it. The edges are exactly the floats ``i / n_bins`` (0.9 for 9 / 10), and a
+    confidence is compared with them, not scaled: ``floor(p * n_bins)`` would put the float just below 0.9
+    in bin 9, since it times 10 rounds to 9.0. Each bin has ``lo``, ``hi``, ``count``, ``mean_confidence``
+    and ``accuracy``; the last two are None for an empty bin.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
     p, y = _as_arrays(conf, correct)
-    index = np.minimum(np.floor(p * n_bins).astype(int), n_bins - 1)
+    edges = np.array([i / n_bins for i in range(n_bins + 1)])
+    index = np.minimum(np.searchsorted(edges, p, side="right") - 1, n_bins - 1)
     bins = []
     for i in range(n_bins):
         members = index == i

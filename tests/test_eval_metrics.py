@@ -197,6 +197,30 @@ def test_reliability_bins_edges():
     assert ece_from_bins(bins) == pytest.approx(1.1 / 3)
 
 
+def _bin_of(p: float, n_bins: int) -> int:
+    (index,) = [i for i, b in enumerate(reliability_bins([p], [1], n_bins)) if b["count"]]
+    return index
+
+
+@pytest.mark.parametrize("n_bins", [10, 3, 7, 20])
+def test_bin_edges_are_exact(n_bins):
+    """Bin i is [i / n_bins, (i + 1) / n_bins), the edges being those floats; the last bin is closed at 1."""
+    for i in range(1, n_bins):
+        edge = i / n_bins
+        assert _bin_of(edge, n_bins) == i
+        assert _bin_of(math.nextafter(edge, 0.0), n_bins) == i - 1
+        assert _bin_of(math.nextafter(edge, 1.0), n_bins) == i
+    assert _bin_of(0.0, n_bins) == 0
+    assert _bin_of(1.0, n_bins) == _bin_of(math.nextafter(1.0, 0.0), n_bins) == n_bins - 1
+
+
+def test_the_float_below_0_9_is_in_bin_8():
+    below = math.nextafter(0.9, 0.0)
+    assert below * 10 == 9.0  # why flooring p * 10 put it in bin 9
+    assert _bin_of(below, 10) == 8
+    assert _bin_of(0.9, 10) == 9 and _bin_of(0.8, 10) == 8
+
+
 def test_brier_score():
     # (1-1)^2 + (0-1)^2 + (0.5-0)^2 + (0.8-1)^2 = 0 + 1 + 0.25 + 0.04 = 1.29, over 4 samples
     assert brier_score([1.0, 0.0, 0.5, 0.8], [1, 1, 0, 1]) == pytest.approx(0.3225)
