@@ -185,7 +185,14 @@ ANSWERS = MODEL_TEXT.filter(lambda text: normalize_answer(text) and CONFIDENCE_L
 def test_normalize_answer_is_idempotent(text):
     once = normalize_answer(text)
     assert normalize_answer(once) == once
-    assert answer_part(text) == text[: len(answer_part(text))]
+
+
+@FUZZ
+@given(MODEL_TEXT)
+def test_answer_part_is_the_text_up_to_its_first_confidence_label(text):
+    part = answer_part(text)
+    assert text.startswith(part) and CONFIDENCE_LABEL.search(part) is None
+    assert part == text or CONFIDENCE_LABEL.match(text, len(part))
 
 
 @FUZZ
