@@ -40,10 +40,10 @@ def _metrics(rows: list[dict], args) -> dict[str, Any]:
         values = [s for row in rows for s in row["scores"][name] if s is not None]
         metrics[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
         reasons[f"mean_reward/{name}"] = "mean reward " + unscored.format(name)
-    return defined(metrics, reasons)
+    return explain_undefined(metrics, reasons)
 
 
-def defined(metrics: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
+def explain_undefined(metrics: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
     """``metrics`` with every nan replaced by None, and a ``notes`` entry saying why each of those is undefined
     (from ``reasons``, by key). Strict JSON has no NaN, and a bare null would not say what happened."""
     notes = metrics.pop("notes", {})  # put back last, after the metrics it explains
@@ -101,7 +101,7 @@ def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str
             summary.setdefault("notes", {})["calibration"] = (
                 "no sample stated a confidence: no ECE, Brier or AUROC"
             )
-    summary = defined(summary, reasons)
+    summary = explain_undefined(summary, reasons)
     logger.info("%s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if _headline(k, v)))
     return summary
 
@@ -128,5 +128,5 @@ def write_comparison(results: dict[str, dict], out: Path) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """``data`` as strict JSON (indented): a NaN or infinity raises rather than writing what strict readers
-    reject; summaries replace them with None first (see ``defined``)."""
+    reject; summaries replace them with None first (see ``explain_undefined``)."""
     path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
