@@ -59,7 +59,7 @@ def extract_final_number(text: str) -> str | None:
     """Return the final numeric answer in ``text``, cleaned, or None if it has no number.
 
     Only the text before a stated confidence is read (:func:`rewards.qa.answer_part`), so the 90 of
-    ``"42\nConfidence: 90%"`` is never the answer. Then the first rule that finds a number wins:
+    ``"42\\nConfidence: 90%"`` is never the answer. Then the first rule that finds a number wins:
 
     1. the first number after the last ``####`` (GSM8K's answer marker);
     2. the first number inside the last ``\\boxed{...}``;
