@@ -42,7 +42,6 @@ from posttrain.configs import DataArguments
 from posttrain.data import load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
-from posttrain.jsonl import read_jsonl
 from posttrain.models import resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
 from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
@@ -263,14 +262,38 @@ def sample_line(row: dict) -> str:
 
 
 def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
-    """Rows already written, by prompt index: the whole lines of the file (:func:`posttrain.jsonl.read_jsonl`).
+    """Rows already written, by prompt index.
 
-    Lines are split as bytes, so a completion holding U+2028, U+2029 or U+0085, which JSON leaves unescaped,
-    stays one row. A torn last line (a crash mid-write, which may also cut a UTF-8 character) is dropped. With
-    ``repair``, the file is cut after its last whole row and that row given its newline if it lacks one, so rows
-    appended next start on a line of their own.
+    Rows are split on newlines only: JSON leaves U+2028, U+2029 and U+0085 unescaped inside a completion, and
+    ``str.splitlines`` would cut a row there. A line that is not a whole row (a crash mid-write, which may also
+    cut a UTF-8 character) is dropped. With ``repair``, a file with such a line, or whose last row lacks its
+    newline, is rewritten with the whole rows only, each ending in a newline, so rows appended next start on a
+    line of their own.
     """
-    return {row["index"]: row for row in read_jsonl(path, repair=repair)}
+    rows: dict[int, dict] = {}
+    if not path.exists():
+        return rows
+    *lines, last = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    broken = False
+    for line in [*lines, last]:
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
+            logger.warning("Dropping a partial line in %s (interrupted write)", path)
+            broken = True
+            continue
+        rows[row["index"]] = row
+    if repair and (broken or last):
+        if not broken:
+            logger.warning("Adding the newline the last row of %s lacks", path)
+        staging = path.with_suffix(".repair")
+        staging.write_text("".join(sample_line(r) + "\n" for r in rows.values()), encoding="utf-8")
+        staging.replace(path)
+    return rows
 
 
 def _merged_model(spec: ModelSpec, out: Path) -> str:
