@@ -15,29 +15,81 @@ from typing import Any
 
 import numpy as np
 
-# "Confidence: 85%", "**Confidence level:** 0.85"; the number itself is read by _NUMBER.
-_LABEL = re.compile(r"\bconfidence(?:\s+level)?[*_]*\s*:", re.IGNORECASE)
-_NUMBER = re.compile(r"[*_\s]*(\d+(?:\.\d*)?|\.\d+)\s*(%)?")
+from rewards.qa import CONFIDENCE_LABEL
+
+# A number: digits of any script, with a decimal point, comma or Arabic decimal separator (U+066B), or ".85".
+_NUMBER = r"(?P<whole>\d+)(?:(?P<separator>[.,\u066b])(?P<decimals>\d+))?|[.\u066b](?P<bare_decimals>\d+)"
+_VALUE = re.compile(
+    r"[\s*_]*(?:(?P<numerator>\d+)\s*(?:/|\bout\s+of\b)\s*(?P<denominator>\d+)|" + _NUMBER + ")"
+    r"(?P<percent>\s*(?:%|\u066a|\bpercent\b))?",
+    re.IGNORECASE,
+)
+# What makes a number ambiguous when it follows it: more of a number ("1e2", "0.8.5", "9/10/11", "9/10%"), a
+# range ("80-90%", "80 to 90"), or a scale in words ("7 out of ten", "7 on a scale of 10").
+_CONTINUED = re.compile(
+    r"[^\W_]|[.,\u066b/^]\d|[%\u066a]|\s*(?:[-\u2013\u2014~]|to\b|or\b)\s*\d"
+    r"|\s*(?:out\s+of|on\s+a\s+scale)\b",
+    re.IGNORECASE,
+)
+_SCALE = re.compile(r"\s*0\s*(?:-|\u2013|to)\s*(?P<top>\d+)\s*%?\s*|\s*(?:%|percent)\s*", re.IGNORECASE)
 
 
 def parse_confidence(text: str) -> float | None:
-    """The confidence in [0, 1] stated by the last "Confidence: X" (or "Confidence level: X") in ``text``.
+    """The confidence in [0, 1] stated by the last confidence label in ``text``; None when it cannot be read.
 
-    X may be a probability ("0.85") or a percentage ("85%", "85 %", "85"): a number above 1, or one with a
-    percent sign, is divided by 100 and must lie in [0, 100]. None when there is no label, when the last
-    label is not followed by a number, or when the number is out of range; an earlier label is never used
-    instead of a broken last one.
+    The grammar (case is ignored, Markdown emphasis such as ``**Confidence:** 85%`` is allowed):
+
+    - label: ``Confidence``, optionally followed by ``level``, ``score`` or ``rating``, optionally by a scale
+      in parentheses, then ``:``. Scales: ``(0-N)``, ``(0 to N)`` (N > 0) or ``(%)``, which is ``(0-100)``;
+      any other scale, say ``(1-10)``, is refused.
+    - value: a fraction ``a/b`` or ``a out of b`` of whole numbers (``9/10`` is 0.9), or a number followed by
+      an optional ``%`` (or ``percent``). Digits may be of any script (Arabic-Indic ones included); the
+      decimal separator is ``.``, ``,`` or the Arabic decimal separator U+066B, and ``%`` may be U+066A.
+    - meaning: a fraction is itself; a number with ``%`` is a percentage; with a scale ``(0-N)``, a bare
+      number is out of N; otherwise a decimal number (``0.85``) is a probability and a whole number a
+      percentage, except 0 and 1, read as probabilities (``Confidence: 1`` is certainty).
+
+    Refused (None) rather than guessed: no label; a last label not followed by a readable value (an earlier
+    label is never used instead); a value outside [0, 1] once read (``150``, ``1.5``, which may mean 1.5%,
+    ``85.5`` without ``%``, ``11/10``, ``x/0``); a number that goes on (``1e2``, ``0.8.5``, ``9/10%``); a
+    range (``80-90%``, ``80 to 90``); a scale in words (``7 out of ten``, ``7 on a scale of 10``); a comma
+    before exactly three digits after a whole part other than 0 (``1,000``: a thousands separator or a
+    decimal comma?); a sign (``-5%``).
     """
-    labels = list(_LABEL.finditer(text))
+    labels = list(CONFIDENCE_LABEL.finditer(text))
     if not labels:
         return None
-    match = _NUMBER.match(text, labels[-1].end())
+    label = labels[-1]
+    top = 1.0 if label["scale"] is None else _scale_top(label["scale"])
+    match = _VALUE.match(text, label.end())
+    if top is None or match is None or _CONTINUED.match(text, match.end()):
+        return None
+    if match["denominator"] is not None:
+        if match["percent"]:
+            return None
+        numerator, denominator = float(match["numerator"]), float(match["denominator"])
+        value = numerator / denominator if denominator > 0 else math.nan
+        return value if 0.0 <= value <= 1.0 else None
+    decimals = match["decimals"] or match["bare_decimals"]
+    if match["separator"] == "," and len(decimals) == 3 and float(match["whole"]) != 0:
+        return None
+    value = float(f"{match['whole'] or 0}.{decimals or 0}")
+    if match["percent"]:
+        value /= 100
+    elif label["scale"] is not None:
+        value /= top
+    elif decimals is None and value > 1:  # a whole number above 1: a percentage
+        value /= 100
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _scale_top(scale: str) -> float | None:
+    """The top of a stated scale: N for ``0-N`` or ``0 to N``, 100 for ``%``; None for any other scale."""
+    match = _SCALE.fullmatch(scale)
     if match is None:
         return None
-    value = float(match.group(1))
-    if match.group(2) or value > 1:
-        return value / 100 if value <= 100 else None
-    return value
+    top = float(match["top"]) if match["top"] is not None else 100.0
+    return top if 0 < top < math.inf else None
 
 
 def _as_arrays(conf: Sequence[float], correct: Sequence[bool | float]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,13 +111,17 @@ def reliability_bins(
 ) -> list[dict[str, Any]]:
     """Equal-width bins over [0, 1]: bin i holds confidences in [i / n_bins, (i + 1) / n_bins).
 
-    The last bin is closed, so a confidence of 1.0 falls in it. Each bin has ``lo``, ``hi``, ``count``,
-    ``mean_confidence`` and ``accuracy``; the last two are None for an empty bin.
+    The bins are closed on the left and open on the right, except the last, closed at 1.0 so that a
+    confidence of 1.0 falls in it. The edges are exactly the floats ``i / n_bins`` (0.9 for 9 / 10), and a
+    confidence is compared with them, not scaled: ``floor(p * n_bins)`` would put the float just below 0.9
+    in bin 9, since it times 10 rounds to 9.0. Each bin has ``lo``, ``hi``, ``count``, ``mean_confidence``
+    and ``accuracy``; the last two are None for an empty bin.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
     p, y = _as_arrays(conf, correct)
-    index = np.minimum(np.floor(p * n_bins).astype(int), n_bins - 1)
+    edges = np.array([i / n_bins for i in range(n_bins + 1)])
+    index = np.minimum(np.searchsorted(edges, p, side="right") - 1, n_bins - 1)
     bins = []
     for i in range(n_bins):
         members = index == i

@@ -11,6 +11,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rewards.math import extract_final_number
+from rewards.qa import answer_part, normalize_answer
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from ``n`` samples of which ``c`` are correct: ``1 - C(n - c, k) / C(n, k)``.
@@ -50,13 +53,31 @@ def _is_correct(value: bool | float | None, threshold: float) -> bool:
     return float(value) >= threshold
 
 
+def vote_answer(text: str, parser: str) -> str | None:
+    """The answer a sample votes for in maj@n, normalised as the scorers compare answers; None for no answer.
+
+    ``parser`` is 'text': the completion before its stated confidence (:func:`rewards.qa.answer_part`),
+    normalised as ``qa_contains`` normalises (case, punctuation, articles, whitespace: "Paris." votes with
+    "the paris"); 'number': the final number as ``numeric_answer`` reads it (:func:`extract_final_number`), as
+    a float's text, so "12.50" votes with "12.5"; 'none': no answer, so maj@n is 0.
+    """
+    if parser == "text":
+        return normalize_answer(answer_part(text)) or None
+    if parser == "number":
+        number = extract_final_number(text)
+        return None if number is None else repr(float(number) + 0.0)  # + 0.0: -0.0 votes with 0.0
+    if parser == "none":
+        return None
+    raise ValueError(f"answer parser must be 'text', 'number' or 'none', got {parser!r}.")
+
+
 def majority_at_k(
     answers: Sequence[str | None], correct: Sequence[bool | float | None], *, threshold: float = 0.5
 ) -> float:
     """1.0 when the majority answer is correct, else 0.0.
 
     The majority answer is the most frequent non-None answer; a tie goes to the answer that occurs first.
-    Answers are compared exactly as given, so normalise them (case, whitespace, number format) before.
+    Answers are compared exactly as given, so normalise them first (``vote_answer``).
     The score is 1.0 when any sample that gave the majority answer is correct; a ``correct`` entry is a bool,
     or a score that counts as correct when it is ``>= threshold`` (None counts as wrong). With no answer at
     all the score is 0.0.

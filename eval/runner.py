@@ -36,14 +36,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from eval.calibration import parse_confidence
-from eval.summary import summarize_samples, write_comparison
+from eval.metrics import vote_answer
+from eval.summary import summarize_samples, write_comparison, write_json
 from posttrain.configs import DataArguments
 from posttrain.data import DataError, check_dataset_reference, load_dataset_for, require_columns
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
-from rewards.math import extract_final_number
 from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class EvalArguments:
     answer_parser: str = field(
         default="text",
         metadata={
-            "help": "How maj@k reads an answer: 'number' (final number), 'text' (stripped completion), 'none'."
+            "help": "How maj@k reads an answer: 'number' (the final number), 'text' (the answer before a stated "
+            "confidence, normalised as qa_contains compares), 'none'."
         },
     )
     confidence: bool = field(
@@ -224,7 +225,8 @@ def gather_rows(rows: dict[int, dict], ranks: Ranks) -> list[dict[int, dict]] | 
     """Every rank's rows, on rank 0 (``None`` on the others), once all ranks have generated theirs."""
     if ranks.world == 1:
         return [rows]
-    payload = torch.frombuffer(bytearray(json.dumps(list(rows.values())).encode()), dtype=torch.uint8)
+    text = json.dumps(list(rows.values()), allow_nan=False)
+    payload = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
     try:
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(ranks.world)]
         ranks.group.allgather([sizes], [torch.tensor([payload.numel()])]).wait()
@@ -254,26 +256,42 @@ def _samples_path(out: Path, rank: int, world: int) -> Path:
     return out / ("samples.jsonl" if world == 1 else f"samples.rank{rank}.jsonl")
 
 
+def sample_line(row: dict) -> str:
+    """One row of ``samples.jsonl`` as written, without its newline: strict JSON (no NaN), UTF-8 text."""
+    return json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
+
+
 def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
-    """Rows already written, by prompt index. A torn line (a crash mid-write) is dropped; with ``repair`` the
-    file is rewritten without it, so rows appended next start on a clean line."""
+    """Rows already written, by prompt index.
+
+    Rows are split on newlines only: JSON leaves U+2028, U+2029 and U+0085 unescaped inside a completion, and
+    ``str.splitlines`` would cut a row there. A line that is not a whole row (a crash mid-write, which may also
+    cut a UTF-8 character) is dropped. With ``repair``, a file with such a line, or whose last row lacks its
+    newline, is rewritten with the whole rows only, each ending in a newline, so rows appended next start on a
+    line of their own.
+    """
     rows: dict[int, dict] = {}
     if not path.exists():
         return rows
-    torn = False
-    for line in path.read_text().splitlines():
+    *lines, last = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    broken = False
+    for line in [*lines, last]:
+        if not line:
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
             logger.warning("Dropping a partial line in %s (interrupted write)", path)
-            torn = True
+            broken = True
             continue
         rows[row["index"]] = row
-    if torn and repair:
+    if repair and (broken or last):
+        if not broken:
+            logger.warning("Adding the newline the last row of %s lacks", path)
         staging = path.with_suffix(".repair")
-        staging.write_text(
-            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows.values())
-        )
+        staging.write_text("".join(sample_line(r) + "\n" for r in rows.values()), encoding="utf-8")
         staging.replace(path)
     return rows
 
@@ -306,14 +324,6 @@ def _check_context(tokenizer, prompts: list[str], limit: int, max_new_tokens: in
             f"{max_new_tokens} (e.g. prompt {i}: {n} tokens). Shorten the prompts, lower max_new_tokens, or "
             "filter the dataset."
         )
-
-
-def _answer(text: str, parser: str) -> str | None:
-    if parser == "none":
-        return None
-    if parser == "number":
-        return extract_final_number(text)
-    return text.strip().lower() or None
 
 
 def evaluate_model(
@@ -368,7 +378,7 @@ def evaluate_model(
         columns = [c for c in dataset.column_names if c != "prompt"]
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
         generated_tokens, started = 0, time.perf_counter()
-        with path.open("a") as sink:
+        with path.open("a", encoding="utf-8") as sink:
             for chunk in chunks:
                 generated = engine.generate([prompts[i] for i in chunk], sampling)
                 indices = [i for i in chunk if i not in done]
@@ -384,13 +394,13 @@ def evaluate_model(
                         "prompt": dataset[index]["prompt"],
                         "completions": texts,
                         "scores": {name: s[j * args.n : (j + 1) * args.n] for name, s in scores.items()},
-                        "answers": [_answer(t, args.answer_parser) for t in texts],
+                        "answers": [vote_answer(t, args.answer_parser) for t in texts],
                     }
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
                         row["confidences"] = [parse_confidence(t) for t in texts]
-                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    line = sample_line(row)
                     sink.write(line + "\n")
                     done[index] = json.loads(line)  # as a resumed run reads it back
                 sink.flush()
@@ -399,7 +409,7 @@ def evaluate_model(
                 progress.set_postfix(tok_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
         progress.close()
         throughput = {"generated_tokens": generated_tokens, "seconds": time.perf_counter() - started}
-        (out / f"throughput.rank{rank}.json").write_text(json.dumps(throughput))
+        write_json(out / f"throughput.rank{rank}.json", throughput)
         del engine
 
     gathered = gather_rows(done, ranks)
@@ -414,7 +424,7 @@ def evaluate_model(
             f"{spec.label}: {len(missing)} prompts have no samples (e.g. {missing[:5]}); rerun to fill."
         )
     summary = summarize_samples([rows[i] for i in range(len(dataset))], args, out, spec.label)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary
 
 

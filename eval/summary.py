@@ -26,16 +26,33 @@ def _ks(n: int) -> list[int]:
 
 
 def _metrics(rows: list[dict], args) -> dict[str, Any]:
-    """pass@k, maj@k, mean@k of the first scorer and every scorer's mean reward over ``rows``."""
+    """pass@k, maj@k, mean@k of the first scorer and every scorer's mean reward over ``rows``; a metric that is
+    undefined here is None, with the reason in ``notes``."""
     names = list(rows[0]["scores"])
     per_prompt = [
         sample_metrics(row["scores"][names[0]], row["answers"], _ks(args.n), threshold=args.threshold)
         for row in rows
     ]
     metrics: dict[str, Any] = aggregate(per_prompt)  # "prompts" included
+    unscored = "undefined: no sample was scored ({} returned None for every one)"
+    reasons = {f"mean@{args.n}": f"mean@{args.n} " + unscored.format(names[0])}
     for name in names:
         values = [s for row in rows for s in row["scores"][name] if s is not None]
         metrics[f"mean_reward/{name}"] = sum(values) / len(values) if values else math.nan
+        reasons[f"mean_reward/{name}"] = "mean reward " + unscored.format(name)
+    return explain_undefined(metrics, reasons)
+
+
+def explain_undefined(metrics: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
+    """``metrics`` with every nan replaced by None, and a ``notes`` entry saying why each of those is undefined
+    (from ``reasons``, by key). Strict JSON has no NaN, and a bare null would not say what happened."""
+    notes = metrics.pop("notes", {})  # put back last, after the metrics it explains
+    for key, value in metrics.items():
+        if isinstance(value, float) and math.isnan(value):
+            metrics[key] = None
+            notes[key] = reasons.get(key, f"{key} undefined")
+    if notes:
+        metrics["notes"] = notes
     return metrics
 
 
@@ -44,6 +61,7 @@ def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str
     correctness."""
     primary = next(iter(rows[0]["scores"]))
     summary: dict[str, Any] = {"model": label, "scorer": primary, "n": args.n, **_metrics(rows, args)}
+    reasons = {"confidence_stated": "confidence_stated undefined: no samples"}
     if getattr(args, "group_by", None):
         by_group: dict[str, list[dict]] = {}
         for row in rows:
@@ -75,6 +93,15 @@ def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str
             reliability_diagram(
                 summary["reliability"], out / "reliability.png", title=f"{label} ({len(pairs)} answers)"
             )
+            verdict = "correct" if all(correct) else "wrong"
+            reasons["auroc"] = (
+                f"AUROC undefined: all {len(pairs)} answers that state a confidence are {verdict}"
+            )
+        else:
+            summary.setdefault("notes", {})["calibration"] = (
+                "no sample stated a confidence: no ECE, Brier or AUROC"
+            )
+    summary = explain_undefined(summary, reasons)
     logger.info("%s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if _headline(k, v)))
     return summary
 
@@ -85,12 +112,21 @@ def _headline(key: str, value: Any) -> bool:
 
 def write_comparison(results: dict[str, dict], out: Path) -> None:
     """A table (log and JSON) and a grouped-bar plot of the headline metrics across models."""
-    metrics = [k for k, v in next(iter(results.values())).items() if _headline(k, v)]
+    metrics: list[str] = []
+    for summary in results.values():  # a metric undefined (None) for one model may be defined for another
+        metrics += [k for k, v in summary.items() if _headline(k, v) and k not in metrics]
     table = {label: {k: summary.get(k) for k in metrics} for label, summary in results.items()}
-    (out / "comparison.json").write_text(json.dumps(table, indent=2))
+    write_json(out / "comparison.json", table)
     width = max(len(label) for label in table) + 2
     lines = [f"{'model':<{width}}" + "".join(f"{m:>14}" for m in metrics)]
     for label, values in table.items():
-        lines.append(f"{label:<{width}}" + "".join(f"{values[m]:>14.3f}" for m in metrics))
+        cells = ("n/a" if values[m] is None else f"{values[m]:.3f}" for m in metrics)
+        lines.append(f"{label:<{width}}" + "".join(f"{cell:>14}" for cell in cells))
     logger.info("Comparison:\n%s", "\n".join(lines))
     comparison_plot(table, out / "comparison.png", metrics=metrics, title="Model comparison")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as strict JSON (indented): a NaN or infinity raises rather than writing what strict readers
+    reject; summaries replace them with None first (see ``explain_undefined``)."""
+    path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")

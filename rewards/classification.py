@@ -112,27 +112,37 @@ def _candidate_list(value: Any) -> list[str]:
     return [_lenient(str(name)) for name in names if str(name).strip()]
 
 
-def _names_only_gold(answer: str, gold: str, candidates: list[str]) -> bool:
-    """The gold class occurs in ``answer`` and no other candidate does (outside the gold's own mentions)."""
-    answer, gold = _lenient(answer), _lenient(gold)
-    if gold not in answer:
-        return False
-    rest = answer.replace(gold, " ")
-    return not any(name and name != gold and name in rest for name in candidates)
+def mentioned_classes(answer: str, candidates: Sequence[str]) -> set[str]:
+    """The candidate class names ``answer`` mentions, each as a whole mention, nested names counted once.
+
+    Names and answer are compared ignoring case, repeated whitespace and ``_`` vs space. A mention is bounded
+    by the text's ends or by characters that are not letters or digits, so "cat" is not mentioned in
+    "wildcat" or "cats". Names are looked for longest first and each mention found is consumed: in "not
+    sarcastic" the candidates "not sarcastic" and "sarcastic" find one mention, of "not sarcastic".
+    """
+    text = _lenient(answer)
+    found = set()
+    for name in sorted({_lenient(c) for c in candidates} - {""}, key=len, reverse=True):
+        # A line break cannot occur in a normalised name, so no later name matches across a consumed one.
+        text, hits = re.subn(rf"(?<!\w){re.escape(name)}(?!\w)", "\n", text)
+        if hits:
+            found.add(name)
+    return found
 
 
 @register_reward("cls_contains")
 def cls_contains(
     completions: Sequence[Any], label: Sequence[Any], classes: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[float | None]:
-    """The paper's lenient evaluation metric: 1.0 if the gold class occurs in the answer text.
+    """The paper's lenient evaluation metric: 1.0 if the answer names the gold class and no other candidate.
 
-    The answer text is the content of the ``<answer>`` block, or the whole completion when it has
-    none (no-thinking outputs). Case and repeated whitespace are ignored and ``_`` equals a space.
-    Listing classes does not pass: several ``<answer>`` blocks score 0.0, and when the row has a
-    ``classes`` column (the candidate list the prompt showed) an answer that also names another
-    candidate scores 0.0. Being a substring test, "cat" is found in "wildcat": report it as the
-    paper's metric, beside the strict rewards, not instead.
+    The answer text is the content of the ``<answer>`` block, or the whole completion when it has none
+    (no-thinking outputs); several ``<answer>`` blocks score 0.0. The classes it names are found by
+    :func:`mentioned_classes` among the row's ``classes`` (the candidate list the prompt showed) and the gold:
+    whole mentions, ignoring case, repeated whitespace and ``_`` vs space, longest names first. So with the
+    classes "sarcastic" and "not sarcastic", "not sarcastic" names only the latter, and "wildcat" does not
+    name "cat". Lenient about the words around the name, not about which name: report it as the paper's
+    metric, beside the strict rewards.
     """
     candidates = [_candidate_list(c) for c in classes] if classes is not None else [[]] * len(completions)
 
@@ -140,7 +150,8 @@ def cls_contains(
         blocks = _answer_blocks(text)
         if len(blocks) > 1:
             return False
-        return _names_only_gold(blocks[0] if blocks else text, gold, names)
+        gold = _lenient(gold)
+        return bool(gold) and mentioned_classes(blocks[0] if blocks else text, [*names, gold]) == {gold}
 
     return _score_against_label(completions, label, judge, candidates)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rewards.contract import completion_text
+from rewards.qa import answer_part
 from rewards.registry import register_reward
 
 # A number as models write it: optional sign, optional "$", digits with optional thousands commas
@@ -57,7 +58,8 @@ def _boxed_contents(text: str) -> str | None:
 def extract_final_number(text: str) -> str | None:
     """Return the final numeric answer in ``text``, cleaned, or None if it has no number.
 
-    The first rule that finds a number wins:
+    Only the text before a stated confidence is read (:func:`rewards.qa.answer_part`), so the 90 of
+    ``"42\\nConfidence: 90%"`` is never the answer. Then the first rule that finds a number wins:
 
     1. the first number after the last ``####`` (GSM8K's answer marker);
     2. the first number inside the last ``\\boxed{...}``;
@@ -68,6 +70,7 @@ def extract_final_number(text: str) -> str | None:
     period: ``"The answer is $1,234."`` gives ``"1234"``. Fractions such as ``\\frac{1}{2}`` and
     scientific notation are not understood.
     """
+    text = answer_part(text)
     marker = text.rfind("####")
     if marker >= 0 and (number := _first_number(text[marker + 4 :])) is not None:
         return number

@@ -13,7 +13,13 @@ from typing import Any
 from rewards.contract import completion_text
 from rewards.registry import register_reward
 
-_CONFIDENCE = re.compile(r"confidence(\s+level)?\s*:", re.IGNORECASE)
+# The label of a stated confidence: "Confidence:", "Confidence level/score/rating:", with an optional scale in
+# parentheses ("Confidence (0-100):", captured as ``scale``) and Markdown emphasis ("**Confidence:**"). The
+# value after it is read by eval.calibration.parse_confidence, which documents the whole grammar.
+CONFIDENCE_LABEL = re.compile(
+    r"\bconfidence(?:\s+(?:level|score|rating))?(?:\s*\((?P<scale>[^()\n]{0,24})\))?[*_]*\s*:",
+    re.IGNORECASE,
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -24,8 +30,9 @@ def normalize_answer(text: str) -> str:
 
 
 def answer_part(completion: str) -> str:
-    """The completion before its first stated confidence."""
-    match = _CONFIDENCE.search(completion)
+    """The completion before its first confidence label (``CONFIDENCE_LABEL``), so that neither the stated
+    number nor anything after it is read as part of the answer."""
+    match = CONFIDENCE_LABEL.search(completion)
     return completion[: match.start()] if match else completion
 
 

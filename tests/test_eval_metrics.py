@@ -15,7 +15,7 @@ from eval.calibration import (
     parse_confidence,
     reliability_bins,
 )
-from eval.metrics import aggregate, majority_at_k, mean_at_k, pass_at_k, sample_metrics
+from eval.metrics import aggregate, majority_at_k, mean_at_k, pass_at_k, sample_metrics, vote_answer
 from eval.plots import comparison_plot, reliability_diagram
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +89,43 @@ def test_majority_with_scores_uses_the_threshold():
 # -- sample_metrics, aggregate ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("parser", "same", "other"),
+    [
+        (
+            "text",
+            ["Paris", "Paris.", " paris\n", "The Paris", "Paris\nConfidence: 90%", "Paris\nConfidence: 80%"],
+            "Lyon",
+        ),
+        ("text", ["Paris\n**Confidence (0-100):** 90", "Paris. Confidence score: 7/10"], "Paris, France"),
+        (
+            "number",
+            ["42", "#### 42", "42\nConfidence: 90%", "42.0\nConfidence: 80%", "$42.", "42 Confidence: 4/5"],
+            "90",
+        ),
+        ("number", ["12.50", "12.5", "1,2.5"], "125"),
+    ],
+)
+def test_vote_answers_agree_where_the_scorer_does(parser, same, other):
+    keys = {vote_answer(text, parser) for text in same}
+    assert len(keys) == 1 and None not in keys
+    assert vote_answer(other, parser) not in keys
+
+
+def test_vote_answer_without_an_answer():
+    assert vote_answer("Confidence: 90%", "text") is None
+    assert vote_answer("no number. Confidence: 90%", "number") is None
+    assert vote_answer("Paris", "none") is None
+
+
+def test_majority_of_confident_answers_votes_on_the_answer():
+    """Four samples: "Paris" three times with different confidences and a period, "Lyon" once (correct)."""
+    texts = ["Paris\nConfidence: 90%", "Lyon\nConfidence: 50%", "Paris.\nConfidence: 80%", "paris"]
+    answers = [vote_answer(t, "text") for t in texts]
+    assert majority_at_k(answers, [1.0, 0.0, 1.0, 1.0]) == 1.0
+    assert majority_at_k(answers, [0.0, 1.0, 0.0, 0.0]) == 0.0  # Lyon's one vote loses
+
+
 def test_sample_metrics_for_one_prompt():
     # n=4, two correct (the None score counts as wrong).
     metrics = sample_metrics([1.0, 0.0, None, 1.0], ["4", "5", None, "4"], ks=[1, 2])
@@ -160,6 +197,30 @@ def test_reliability_bins_edges():
     assert ece_from_bins(bins) == pytest.approx(1.1 / 3)
 
 
+def _bin_of(p: float, n_bins: int) -> int:
+    (index,) = [i for i, b in enumerate(reliability_bins([p], [1], n_bins)) if b["count"]]
+    return index
+
+
+@pytest.mark.parametrize("n_bins", [10, 3, 7, 20])
+def test_bin_edges_are_exact(n_bins):
+    """Bin i is [i / n_bins, (i + 1) / n_bins), the edges being those floats; the last bin is closed at 1."""
+    for i in range(1, n_bins):
+        edge = i / n_bins
+        assert _bin_of(edge, n_bins) == i
+        assert _bin_of(math.nextafter(edge, 0.0), n_bins) == i - 1
+        assert _bin_of(math.nextafter(edge, 1.0), n_bins) == i
+    assert _bin_of(0.0, n_bins) == 0
+    assert _bin_of(1.0, n_bins) == _bin_of(math.nextafter(1.0, 0.0), n_bins) == n_bins - 1
+
+
+def test_the_float_below_0_9_is_in_bin_8():
+    below = math.nextafter(0.9, 0.0)
+    assert below * 10 == 9.0  # why flooring p * 10 put it in bin 9
+    assert _bin_of(below, 10) == 8
+    assert _bin_of(0.9, 10) == 9 and _bin_of(0.8, 10) == 8
+
+
 def test_brier_score():
     # (1-1)^2 + (0-1)^2 + (0.5-0)^2 + (0.8-1)^2 = 0 + 1 + 0.25 + 0.04 = 1.29, over 4 samples
     assert brier_score([1.0, 0.0, 0.5, 0.8], [1, 1, 0, 1]) == pytest.approx(0.3225)
@@ -217,17 +278,62 @@ def test_calibration_summary():
         ("confidence: 0.3", 0.3),
         ("Confidence: 85 %", 0.85),
         ("Confidence: 85", 0.85),
+        ("Confidence: 85 percent", 0.85),
         ("CONFIDENCE LEVEL: 40", 0.4),
+        ("Confidence score: 85%", 0.85),
+        ("Confidence rating: 0.6", 0.6),
         ("**Confidence:** 90%", 0.9),
+        ("**Confidence**: 90%.", 0.9),
+        ("Confidence: .5", 0.5),
         ("Confidence: 1", 1.0),
+        ("Confidence: 1.0", 1.0),
         ("Confidence: 0", 0.0),
         ("Confidence: 100%", 1.0),
+        ("Confidence: 85. I am fairly sure.", 0.85),
         ("Confidence: 20%\nOn reflection...\nConfidence: 70%", 0.7),
+        # Fractions are read as fractions, not as percentages.
+        ("Confidence: 9/10", 0.9),
+        ("Confidence: 4/5", 0.8),
+        ("Confidence: 3 / 4", 0.75),
+        ("Confidence: 7 out of 10", 0.7),
+        ("Confidence: 0/3", 0.0),
+        # A stated scale decides what a bare number means.
+        ("Confidence (0-100): 85", 0.85),
+        ("Confidence (0-100): 1", 0.01),
+        ("Confidence (0 to 10): 7", 0.7),
+        ("Confidence (0-1): 0.85", 0.85),
+        ("Confidence (%): 85", 0.85),
+        ("Confidence score (0-100): 85%", 0.85),
+        # Decimal comma and the Arabic decimal separator (U+066B), Arabic-Indic digits and percent sign.
+        ("Confidence: 0,85", 0.85),
+        ("Confidence: 85,5%", 0.855),
+        ("Confidence: 0\u066b85", 0.85),
+        ("Confidence: \u0668\u0665\u066a", 0.85),
+        # Refused rather than guessed.
+        ("Confidence: 1e2", None),  # scientific notation
+        ("Confidence: 1.5", None),  # a probability above 1, or 1.5%?
+        ("Confidence: 85.5", None),  # a decimal without % is a probability
+        ("Confidence: 1,000", None),  # a thousands separator or a decimal comma?
+        ("Confidence: 80-90%", None),  # a range
+        ("Confidence: 80 to 90%", None),
+        ("Confidence: 7 out of ten", None),
+        ("Confidence: 7 on a scale of 10", None),
+        ("Confidence: 0.8.5", None),
+        ("Confidence: 9/10%", None),
+        ("Confidence: 11/10", None),
+        ("Confidence: 1/0", None),
+        ("Confidence: 1.5/2", None),
+        ("Confidence (1-10): 7", None),  # a scale that does not start at 0
+        ("Confidence (0-1): 85", None),
+        ("Confidence (0-100): 150", None),
+        ("Confidence: -5%", None),
         ("Confidence: 150", None),
         ("Confidence: 101%", None),
         ("Confidence: high", None),
-        ("Confidence: 60\nConfidence: unsure", None),
+        ("Confidence: 60\nConfidence: unsure", None),  # the last statement counts, even when broken
         ("I have low confidence in this answer.", None),
+        ("Confidence intervals: 3", None),
+        ("Overconfidence: 90%", None),
         ("The answer is 42.", None),
         ("", None),
     ],
@@ -237,7 +343,7 @@ def test_parse_confidence(text, expected):
     if expected is None:
         assert result is None
     else:
-        assert result == pytest.approx(expected)
+        assert result == pytest.approx(expected, abs=1e-12)
 
 
 # -- plots --------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.runner import EvalArguments, read_samples, run_eval
-from eval.summary import summarize_samples
+from eval.runner import EvalArguments, read_samples, run_eval, sample_line
+from eval.summary import summarize_samples, write_comparison
 from posttrain.cli import main
 from posttrain.configs import DataArguments
 from posttrain.generation import HFEngine
@@ -110,6 +110,72 @@ def test_resumed_sampled_eval_rechunked_gives_the_same_rows(tiny_model, offline_
     assert len({c for r in full.values() for c in r["completions"]}) > 6
 
 
+def test_resume_after_a_torn_last_line_reproduces_the_uninterrupted_run(tiny_model, offline_cache, tmp_path):
+    """A prompt's samples depend on the seed and the prompt only: a run killed mid-write and resumed with other
+    chunks writes the rows, and so the summary, of a run that was never interrupted."""
+    sampled = {"n": 3, "temperature": 1.0, "max_new_tokens": 6}
+    full = run_eval(eval_args(tiny_model, tmp_path / "full", chunk_size=4, **sampled), data_args())
+    out = tmp_path / "resumed"
+    run_eval(eval_args(tiny_model, out, chunk_size=4, **sampled), data_args())
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    # Four rows whole and the fifth torn. Resumed in chunks of 3, prompts 4 and 5 are generated in a batch with
+    # prompt 3 and at other positions than in the first run.
+    samples.write_text("".join(line + "\n" for line in lines[:4]) + lines[4][:25])
+    (out / "summary.json").unlink()
+    resumed = run_eval(eval_args(tiny_model, out, chunk_size=3, **sampled), data_args())
+    assert read_samples(samples) == read_samples(tmp_path / "full" / "samples.jsonl")
+    assert resumed == full
+    completions = [c for row in read_samples(samples).values() for c in row["completions"]]
+    assert len(set(completions)) > 6  # sampled, not greedy: the samples could have come out otherwise
+
+
+def test_a_complete_last_row_without_its_newline_is_kept(tiny_model, offline_cache, tmp_path):
+    """A file that ends in a whole row but no newline gets the newline before rows are appended, so the next
+    row does not land on the same line (where both were lost)."""
+    full = run_eval(eval_args(tiny_model, tmp_path / "full"), data_args())[tiny_model.name]
+    out = tmp_path / "resumed"
+    out.mkdir()
+    lines = (tmp_path / "full" / "samples.jsonl").read_text().splitlines()
+    samples = out / "samples.jsonl"
+    samples.write_text("\n".join(lines[:3]))  # three whole rows, the last without its newline
+    resumed = run_eval(eval_args(tiny_model, out), data_args())[tiny_model.name]
+    text = samples.read_text()
+    assert text.endswith("\n") and text.splitlines()[:3] == lines[:3]
+    assert sorted(json.loads(line)["index"] for line in text.splitlines()) == list(range(6))
+    assert resumed == full
+
+
+def test_read_samples_repairs_only_what_is_broken(tmp_path):
+    rows = [{"index": i, "completions": [f"answer {i}"]} for i in range(3)]
+    path = tmp_path / "samples.jsonl"
+    whole = [json.dumps(row) for row in rows]
+    path.write_text("\n".join(whole))  # the last row whole, no final newline
+    assert sorted(read_samples(path, repair=True)) == [0, 1, 2]
+    assert path.read_text() == "".join(line + "\n" for line in whole)
+    path.write_text(whole[0] + "\n" + whole[1] + "\n" + whole[2][:-3])  # torn: dropped
+    assert sorted(read_samples(path, repair=True)) == [0, 1]
+    assert path.read_text() == whole[0] + "\n" + whole[1] + "\n"
+    accented = sample_line({"index": 2, "completions": ["café"]}).encode()
+    path.write_bytes(
+        whole[0].encode() + b"\n" + accented[: accented.index("é".encode()) + 1]
+    )  # mid-character
+    assert sorted(read_samples(path, repair=True)) == [0]
+    assert path.read_text() == whole[0] + "\n"
+    path.write_text("")
+    assert read_samples(path, repair=True) == {} and path.read_text() == ""
+
+
+def test_rows_with_unicode_line_separators_survive_a_resume(tmp_path):
+    """JSON leaves U+2028, U+2029 and U+0085 unescaped; the reader splits rows on newlines only, or such a row
+    would be read as torn and dropped on every resume."""
+    row = {"index": 0, "completions": ["one\u2028two\u2029three\x85four\rfive"]}
+    path = tmp_path / "samples.jsonl"
+    path.write_text(sample_line(row) + "\n", encoding="utf-8")
+    assert read_samples(path, repair=True) == {0: row}
+    assert path.read_text(encoding="utf-8") == sample_line(row) + "\n"
+
+
 class RecordingEngine(HFEngine):
     """An HF engine that records the prompts of every generate call."""
 
@@ -163,6 +229,71 @@ def test_calibration_summary_and_reliability_diagram(tmp_path):
     assert summary["ece"] == pytest.approx(1.6 / 3)
     assert summary["brier"] == pytest.approx((0.01 + 0.64 + 0.49) / 3)
     assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def strict_json(text: str):
+    """JSON as a strict reader takes it: a bare NaN or Infinity is an error."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def calibration_rows(correct: float) -> list[dict]:
+    return [
+        {
+            "scores": {"acc": [correct, correct]},
+            "answers": ["a", "a"],
+            "confidences": [0.9, 0.6],
+            "group": "x",
+        },
+        {"scores": {"acc": [None, None]}, "answers": [None, None], "confidences": [None, None], "group": "y"},
+    ]
+
+
+@pytest.mark.parametrize(("correct", "verdict"), [(1.0, "correct"), (0.0, "wrong")])
+def test_undefined_metrics_are_null_with_a_reason(tmp_path, correct, verdict):
+    args = EvalArguments(
+        model_name_or_path="m", scorers=["x"], n=2, temperature=1.0, confidence=True, group_by="g"
+    )
+    summary = summarize_samples(calibration_rows(correct), args, tmp_path, "m")
+    assert summary["auroc"] is None
+    assert (
+        summary["notes"]["auroc"] == f"AUROC undefined: all 2 answers that state a confidence are {verdict}"
+    )
+    assert summary["ece"] == pytest.approx(abs(correct - 0.75))  # defined metrics stay numbers
+    group_y = summary["groups"]["y"]
+    assert group_y["mean@2"] is None and "no sample was scored" in group_y["notes"]["mean@2"]
+    assert group_y["mean_reward/acc"] is None and "acc" in group_y["notes"]["mean_reward/acc"]
+    assert strict_json(json.dumps(summary)) == summary
+
+
+def test_no_stated_confidence_is_noted(tmp_path):
+    rows = [{"scores": {"acc": [1.0]}, "answers": ["a"], "confidences": [None]}]
+    args = EvalArguments(model_name_or_path="m", scorers=["x"], confidence=True)
+    summary = summarize_samples(rows, args, tmp_path, "m")
+    assert summary["confidence_stated"] == 0.0 and "ece" not in summary
+    assert summary["notes"] == {"calibration": "no sample stated a confidence: no ECE, Brier or AUROC"}
+
+
+def test_comparison_keeps_a_metric_undefined_for_one_model(tmp_path):
+    results = {"a": {"pass@1": 0.5, "auroc": None}, "b": {"pass@1": 0.25, "auroc": 0.75}}
+    write_comparison(results, tmp_path)
+    assert strict_json((tmp_path / "comparison.json").read_text()) == results
+
+
+def test_summary_json_is_strict_json(tiny_model, offline_cache, tmp_path):
+    """A scorer that scores nothing leaves mean@n undefined: summary.json holds null and says why, not NaN."""
+    (tmp_path / "unscored.py").write_text(
+        "def unscored(completions, **kwargs):\n    return [None] * len(completions)\n"
+    )
+    args = eval_args(tiny_model, tmp_path / "out", scorers=["unscored.py:unscored"], max_samples=2)
+    summary = run_eval(args, data_args(), base_dir=tmp_path)[tiny_model.name]
+    written = strict_json((tmp_path / "out" / "summary.json").read_text())
+    assert written == summary
+    assert written["mean@1"] is None and written["mean_reward/unscored"] is None
+    assert set(written["notes"]) == {"mean@1", "mean_reward/unscored"}
 
 
 def test_unknown_scorer_fails_before_generation(tiny_model, offline_cache, tmp_path):

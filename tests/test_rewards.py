@@ -92,6 +92,9 @@ def test_completion_text_rejects_other_types():
         ("about .5 of it", ".5"),
         ("minus \u22124", "-4"),
         ("42 comes first ####", "42"),  # a marker without a number falls through
+        ("42\nConfidence: 90%", "42"),  # a stated confidence is not the answer
+        ("The answer is 7. Confidence (0-100): 85", "7"),
+        ("Confidence: 90%", None),
         ("no digits here", None),
         ("", None),
     ],
@@ -157,6 +160,11 @@ def test_numeric_answer_conversational_format_and_extra_kwargs():
 def test_numeric_answer_relative_tolerance():
     assert numeric_answer(completions=["1000.5"], answer=["1000"]) == [0.0]
     assert numeric_answer(completions=["1000.5"], answer=["1000"], rel_tol=1e-3) == [1.0]
+
+
+def test_numeric_answer_does_not_read_the_stated_confidence():
+    completions = ["42\nConfidence: 90%", "42\nConfidence: 90%"]
+    assert numeric_answer(completions=completions, answer=["42", "90"]) == [1.0, 0.0]
 
 
 def test_numeric_answer_rejects_mismatched_columns():
@@ -298,7 +306,9 @@ def test_cls_equality_is_none_without_a_gold_class():
     [
         ("<think>x</think><answer>It is a golden retriever.</answer>", "Golden_Retriever", 1.0),
         ("I think it's a CAT", "cat", 1.0),  # no tags: the whole completion is the answer
-        ("wildcat", "cat", 1.0),  # the leniency the paper's metric has
+        ("wildcat", "cat", 0.0),  # whole mentions only
+        ("cats", "cat", 0.0),
+        ("A cat, clearly (cat).", "cat", 1.0),
         ("golden_retriever", "golden retriever", 1.0),
         ("<think>cat or dog?</think><answer>dog</answer>", "cat", 0.0),  # only the answer counts
         ("<answer>cat</answer><answer>dog</answer>", "cat", 0.0),  # listing candidates fails
@@ -309,6 +319,29 @@ def test_cls_equality_is_none_without_a_gold_class():
 def test_cls_contains(completion, label, expected):
     assert cls_contains(completions=[completion], label=[label]) == [expected]
     assert cls_contains(completions=[chat(completion)], label=[label]) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("completion", "label", "classes", "expected"),
+    [
+        ("not sarcastic", "sarcastic", "sarcastic, not sarcastic", 0.0),
+        ("not sarcastic", "not sarcastic", "sarcastic, not sarcastic", 1.0),
+        ("It is sarcastic.", "sarcastic", "sarcastic, not sarcastic", 1.0),
+        ("Sarcastic, not sarcastic?", "sarcastic", "sarcastic, not sarcastic", 0.0),  # both named
+        ("very positive", "positive", ["positive", "very positive"], 0.0),
+        ("very positive", "very positive", ["positive", "very positive"], 1.0),
+        ("positive, very much", "positive", ["positive", "very positive"], 1.0),
+        ("wildcat", "cat", ["cat", "wildcat"], 0.0),
+        ("a wildcat", "wildcat", ["cat", "wildcat"], 1.0),
+        ("a wild cat", "wildcat", ["cat", "wildcat"], 0.0),
+        ("a cat, not a wildcat", "cat", ["cat", "wildcat"], 0.0),
+        ("<answer>Very_Positive</answer>", "very positive", ["positive", "very positive"], 1.0),
+    ],
+)
+def test_cls_contains_counts_whole_mentions_longest_first(completion, label, classes, expected):
+    """Nested class names: the longest name an answer mentions is consumed, so the shorter one inside it is not
+    a second mention, and a shorter gold inside the name the model gave is not a hit."""
+    assert cls_contains(completions=[completion], label=[label], classes=[classes]) == [expected]
 
 
 def test_cls_contains_is_none_without_a_gold_class():
