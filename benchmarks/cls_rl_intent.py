@@ -212,11 +212,14 @@ def main() -> None:
         "| Amazon reviews, strict | training time |",
         "|---|---|---|---|---|---|",
     ]
+    def score(value: float | None) -> str:  # a summary holds null where nothing was scored
+        return "n/a" if value is None else f"{value:.3f}"
+
     for row in rows:
         seconds = row["train_seconds"]
         lines.append(
-            f"| {row['model']} | {row['intent_lenient']:.3f} | {row['intent_strict']:.3f} | "
-            f"{row['amazon_lenient']:.3f} | {row['amazon_strict']:.3f} | "
+            f"| {row['model']} | {score(row['intent_lenient'])} | {score(row['intent_strict'])} | "
+            f"{score(row['amazon_lenient'])} | {score(row['amazon_strict'])} | "
             f"{'-' if seconds is None else f'{seconds:.0f} s'} |"
         )
     lines.append("")
