@@ -212,6 +212,7 @@ def main() -> None:
         "| Amazon reviews, strict | training time |",
         "|---|---|---|---|---|---|",
     ]
+
     def score(value: float | None) -> str:  # a summary holds null where nothing was scored
         return "n/a" if value is None else f"{value:.3f}"
 
