@@ -97,6 +97,40 @@ def killed_and_resumed(config: dict, tmp_path: Path, cache: Path, name: str, *ki
 
 
 @pytest.mark.slow
+def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(tiny_model, offline_cache, tmp_path):
+    def command(out: str) -> list[str]:
+        return [
+            "eval",
+            "--model_name_or_path", str(tiny_model),
+            "--dataset_name", "gsm_symbolic",
+            "--prompt_template", "{question}",
+            "--scorers", "numeric_answer",
+            "--max_samples", "8",
+            "--n", "2",
+            "--temperature", "1.0",
+            "--max_new_tokens", "4",
+            "--engine", "hf",
+            "--chunk_size", "3",
+            "--output_dir", str(tmp_path / out),
+        ]  # fmt: skip
+
+    env = {**os.environ, "POSTTRAIN_CACHE": str(offline_cache)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=900)
+
+    assert run("-m", "posttrain", *command("uninterrupted")).returncode == 0
+    row = random.Random().randint(1, 8)  # any row must do; the message names the one drawn
+    killed = run(str(FIXTURES / "killed_train.py"), "rows", str(row), *command("killed"))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run("-m", "posttrain", *command("killed"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("samples.jsonl", "summary.json"):
+        expected = (tmp_path / "uninterrupted" / name).read_text()
+        assert (tmp_path / "killed" / name).read_text() == expected, f"{name}, killed at row {row}"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["grpo", "sft"])
 def test_a_killed_run_resumes_to_the_uninterrupted_result(method, tiny_model, offline_cache, tmp_path):
     make = {"grpo": grpo_config, "sft": sft_config}[method]
