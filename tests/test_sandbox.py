@@ -664,3 +664,33 @@ def test_code_reward_is_registered_and_refuses_without_namespaces(code_rewards, 
     with pytest.raises(SandboxUnavailable, match="unshare"):
         code_rewards.code_unit_tests(["x = 1"], test=["assert x == 1"])
     assert code_rewards.code_unit_tests(["x = 1"], test=["assert x == 1"], isolation="rlimits") == [1.0]
+
+
+def test_hostile_completions_score_zero_and_the_caller_lives_on(code_rewards, tmp_path):
+    """A policy's completion is untrusted code: whatever it does, the reward scores it and the trainer goes on.
+
+    Each attempt is one that would show, harmlessly, if it escaped: a file in this test's folder, a signal to
+    the process that started the program."""
+    problem = fixture_problems()[0]
+    escaped = tmp_path / "escaped"
+    hostile = [
+        "while True:\n    pass",  # runs forever
+        "x = bytearray(1 << 34)",  # exhausts memory
+        "import os\nwhile True:\n    os.fork()",  # forks without end
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",  # kills the process that started it
+        f"open({str(escaped)!r}, 'w').write('out')",  # writes outside its folder
+    ]
+    completions = [f"```python\n{code}\n```" for code in hostile]
+    scores = code_rewards.code_unit_tests(
+        completions,
+        test=[problem["test"]] * len(hostile),
+        entry_point=[problem["entry_point"]] * len(hostile),
+        wall_time=3.0,
+        memory_mb=256,
+    )
+    assert scores == [0.0] * len(hostile)
+    assert not escaped.exists()
+    whole = problem["prompt"] + problem["canonical_solution"]
+    assert code_rewards.code_unit_tests(
+        [whole], test=[problem["test"]], entry_point=[problem["entry_point"]]
+    ) == [1.0]
