@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posttrain.cli import main
 from posttrain.trainers import NoRewardSignalError, PosttrainGRPOTrainer
@@ -69,8 +70,15 @@ def trainer_state(checkpoint: Path) -> dict:
 @pytest.mark.slow
 def test_grpo_end_to_end_writes_completions_and_heldout(tiny_model, offline_cache, tmp_path):
     out = tmp_path / "out"
-    recipe = write(tmp_path / "grpo.yaml", grpo_config(tiny_model, out))
+    recipe = write(tmp_path / "grpo.yaml", grpo_config(tiny_model, out, report_to="tensorboard"))
     assert main(["train", str(recipe)]) == 0
+
+    # The offline tracker: TensorBoard reads back the metrics of every step.
+    (events,) = (out / "runs").iterdir()
+    board = EventAccumulator(str(events))
+    board.Reload()
+    for tag in ("train/loss", "train/reward", "train/rewards/numeric_answer/mean"):
+        assert [e.step for e in board.Scalars(tag)] == [1, 2], tag
 
     rows = read_jsonl(out / "completions" / "completions.jsonl")
     assert len(rows) == 2 * 4  # 2 steps x (1 prompt x 4 generations)
