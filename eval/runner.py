@@ -44,6 +44,7 @@ from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
+from rewards.contract import score_completions
 from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
 
 logger = logging.getLogger(__name__)
@@ -386,7 +387,10 @@ def evaluate_model(
                 flat = [c for group in completions for c in group]
                 kwargs = {c: [dataset[i][c] for i in indices for _ in range(args.n)] for c in columns}
                 flat_prompts = [dataset[i]["prompt"] for i in indices for _ in range(args.n)]
-                scores = {fn.__name__: fn(prompts=flat_prompts, completions=flat, **kwargs) for fn in scorers}
+                scores = {
+                    fn.__name__: score_completions(fn, flat_prompts, flat, kwargs, tokenizer=tokenizer)
+                    for fn in scorers
+                }
                 for j, index in enumerate(indices):
                     texts = completions[j]
                     row = {

@@ -37,6 +37,7 @@ from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
 from posttrain.stages import on_stage_output, run_stages
 from posttrain.trainers import restore_finished_run
+from rewards.contract import probe_reward
 from rewards.registry import load_reward_functions, reward_required_columns
 
 logger = logging.getLogger("posttrain")
@@ -115,6 +116,11 @@ def _preflight(recipe: Recipe) -> Preflight:
     too_long = prompt_length_errors(recipe, train_data["train"], test_data)
     if too_long:
         raise DataError("\n  ".join(too_long))
+    probe_rows = train_data["train"].select(range(min(2, len(train_data["train"])))).to_list()
+    for reward in rewards:
+        probe_reward(reward, probe_rows)
+    if metric is not None:
+        probe_reward(metric, test_data.select(range(min(2, len(test_data)))).to_list())
     return Preflight(rewards=rewards, metric=metric, evaluation=evaluation, train=train_data, test=test_data)
 
 
@@ -149,7 +155,7 @@ def final_evaluation(recipe: Recipe, evaluation: tuple[EvalArguments, DataArgume
     return summary
 
 
-def _heldout(recipe: Recipe, model, tokenizer, checks: Preflight, desc: str) -> dict[str, Any]:
+def _heldout(recipe: Recipe, model, tokenizer, checks: Preflight, desc: str, step: int = 0) -> dict[str, Any]:
     r = recipe.recipe
     return score_heldout(
         model,
@@ -159,6 +165,7 @@ def _heldout(recipe: Recipe, model, tokenizer, checks: Preflight, desc: str) -> 
         max_new_tokens=r.heldout_max_new_tokens,
         batch_size=r.heldout_batch_size,
         desc=desc,
+        step=step,
     )
 
 
@@ -246,7 +253,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
         trainer.accelerator.end_training()
 
     if run_heldout:
-        results["after"] = _heldout(recipe, trainer.model, tokenizer, checks, "Held-out check (after)")
+        results["after"] = _heldout(
+            recipe, trainer.model, tokenizer, checks, "Held-out check (after)", trainer.state.global_step
+        )
     if checks.evaluation is not None and trainer.accelerator.is_main_process:
         results["evaluation"] = final_evaluation(recipe, checks.evaluation)
     if trainer.accelerator.is_main_process:

@@ -29,8 +29,9 @@ import time
 import traceback
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
@@ -733,3 +734,104 @@ def checked_reward(
         name = getattr(fn, "__name__", None) or type(fn).__name__
     wrapper_type = AsyncCheckedReward if _is_async(fn) else CheckedReward
     return wrapper_type(fn, name=name, on_error=on_error, timeout=None if timeout is None else float(timeout))
+
+
+# -- Calling a reward outside training ------------------------------------------------------------------------
+
+
+@dataclass
+class ScoringState:
+    """What a reward receives as ``trainer_state`` outside training (the held-out check, ``posttrain eval``,
+    ``posttrain validate``): the fields of transformers' ``TrainerState`` that a reward shaping by progress
+    reads. ``global_step`` is the step of the model being scored (0: before training)."""
+
+    global_step: int = 0
+    max_steps: int = 0
+    epoch: float = 0.0
+    is_world_process_zero: bool = True
+
+
+def _not_logged(*args: Any, **kwargs: Any) -> None:
+    """``log_extra`` and ``log_metric`` outside training: accepted, and not recorded anywhere."""
+
+
+def is_conversation(prompt: Any) -> bool:
+    """Whether a prompt is a list of chat messages (TRL's conversational format)."""
+    return (
+        isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], Mapping) and "role" in prompt[0]
+    )
+
+
+def score_completions(
+    fn: Callable[..., Any],
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    columns: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    step: int = 0,
+    tokenizer: Any = None,
+) -> list[float | None]:
+    """Call a reward exactly as TRL's GRPOTrainer does in training, on completions made elsewhere.
+
+    One contract everywhere: completions of conversational prompts become ``[{"role": "assistant", "content":
+    text}]``, the reward gets ``trainer_state`` (a :class:`ScoringState` at ``step``), ``log_extra`` and
+    ``log_metric``, ``completion_ids`` (when a ``tokenizer`` is given; else None) and the dataset ``columns``; an
+    ``async def`` reward is awaited.
+    """
+    texts = [completion_text(c) for c in completions]
+    if prompts and is_conversation(prompts[0]):
+        completions = [
+            [{"role": "assistant", "content": t}] if isinstance(c, str) else c
+            for c, t in zip(completions, texts, strict=True)
+        ]
+    ids = (
+        [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if tokenizer is not None
+        else None
+    )
+    output = fn(
+        prompts=list(prompts),
+        completions=list(completions),
+        completion_ids=ids,
+        **dict(columns or {}),
+        trainer_state=ScoringState(global_step=step),
+        log_extra=_not_logged,
+        log_metric=_not_logged,
+    )
+    if inspect.isawaitable(output):
+        output = asyncio.run(_awaited(output))
+    return list(output)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+#: Made-up answers `posttrain validate` scores each reward on: empty, a refusal, a number with a stated
+#: confidence, and a tagged answer. A reward must return a score or None for each, not fail.
+PROBE_COMPLETIONS = (
+    "",
+    "I don't know.",
+    "The answer is 42.\nConfidence: 90%",
+    "<think>Short.</think>\n<answer>yes</answer>",
+)
+
+
+def probe_reward(fn: Callable[..., Any], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Score ``PROBE_COMPLETIONS`` for each of ``rows`` (real dataset rows, formatted) with ``fn`` as training
+    would, so that a reward that raises or breaks TRL's contract fails before a model loads. Rewards marked
+    ``probe = False`` (they load a model of their own) are skipped."""
+    target = fn.func if isinstance(fn, CheckedReward) else fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if getattr(target, "probe", True) is False or not rows:
+        return
+    prompts = [row["prompt"] for row in rows for _ in PROBE_COMPLETIONS]
+    columns = {k: [row[k] for row in rows for _ in PROBE_COMPLETIONS] for k in rows[0] if k != "prompt"}
+    try:
+        score_completions(fn, prompts, list(PROBE_COMPLETIONS) * len(rows), columns)
+    except RewardContractError as err:
+        raise type(err)(
+            f"{err}\n(found by scoring {len(rows)} training rows with made-up answers before training: the reward "
+            "must return a score or None for any answer)"
+        ) from err

@@ -71,3 +71,6 @@ def reward_model(
             ).to(device)
             scores += model(**batch).logits[:, 0].float().tolist()
     return scores
+
+
+reward_model.probe = False  # `posttrain validate` does not load the reward model to try it
