@@ -39,7 +39,13 @@ from eval.calibration import parse_confidence
 from eval.metrics import vote_answer
 from eval.summary import summarize_samples, write_comparison, write_json
 from posttrain.configs import DataArguments
-from posttrain.data import DataError, check_dataset_reference, load_dataset_for, require_columns
+from posttrain.data import (
+    DataError,
+    check_dataset_reference,
+    load_dataset_for,
+    require_columns,
+    resolve_data_path,
+)
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
 from posttrain.models import resolve_model_path
@@ -456,6 +462,8 @@ def parse_evaluation(
     if not data_args.dataset_name:
         errors.append("dataset_name is required (a registered dataset, a local file or a datasets source).")
     else:
+        if base_dir is not None:
+            data_args.dataset_name = resolve_data_path(data_args.dataset_name, base_dir)
         try:
             check_dataset_reference(data_args.dataset_name)
         except (DataError, FileNotFoundError) as err:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
-from posttrain.data import DataError, check_dataset_reference
+from posttrain.data import DataError, check_dataset_reference, resolve_data_path
 from posttrain.methods import Method, get_method, registered_methods
 from posttrain.models import EMBEDDED_MODELS
 from posttrain.parsing import (
@@ -119,6 +119,7 @@ def validate_recipe(recipe: Recipe) -> None:
     if not recipe.data.dataset_name:
         errors.append("dataset_name is required (a registered dataset, a local file or a datasets source).")
     else:
+        recipe.data.dataset_name = resolve_data_path(recipe.data.dataset_name, recipe.base_dir)
         try:
             check_dataset_reference(recipe.data.dataset_name)
         except (DataError, FileNotFoundError) as err:

@@ -129,7 +129,9 @@ def load_evaluation(recipe: Recipe) -> tuple[EvalArguments, DataArguments, Any] 
     if not recipe.recipe.evaluation:
         return None
     path = recipe.base_dir / recipe.recipe.evaluation
-    eval_args, data_args, builder_args = parse_evaluation(read_yaml(path), [], str(path))
+    eval_args, data_args, builder_args = parse_evaluation(
+        read_yaml(path), [], str(path), base_dir=path.parent
+    )
     load_reward_functions(list(eval_args.scorers), base_dir=path.parent)
     return eval_args, data_args, builder_args
 

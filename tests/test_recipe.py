@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -236,3 +237,20 @@ def test_cpu_machine_defaults_to_float32_unless_the_recipe_says(tmp_path, monkey
     assert load_recipe(write(tmp_path, GRPO_BASE)).trainer.bf16 is False
     assert load_recipe(write(tmp_path, {**GRPO_BASE, "bf16": True})).trainer.bf16 is True
     assert load_recipe(write(tmp_path, GRPO_BASE), ["--bf16", "true"]).trainer.bf16 is True
+
+
+def test_a_dataset_path_is_read_relative_to_the_recipe(tmp_path, monkeypatch, caplog):
+    """As reward files are: a recipe and its data in one folder run from anywhere."""
+    project = tmp_path / "project"
+    project.mkdir()
+    rows = "".join(json.dumps({"question": f"q{i}", "answer": str(i)}) + "\n" for i in range(4))
+    (project / "mine.jsonl").write_text(rows)
+    recipe = write(project, {**GRPO_BASE, "dataset_name": "mine.jsonl"})
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    assert load_recipe(recipe).data.dataset_name == str(project / "mine.jsonl")
+
+    # Found only from the current directory, as before: still used, with a warning that says how to write it.
+    (tmp_path / "elsewhere.jsonl").write_text(rows)
+    other = write(project, {**GRPO_BASE, "dataset_name": "elsewhere.jsonl"}, name="other.yaml")
+    assert load_recipe(other).data.dataset_name == str(tmp_path / "elsewhere.jsonl")
+    assert "read relative to the recipe" in caplog.text and "'../elsewhere.jsonl'" in caplog.text

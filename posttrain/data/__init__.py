@@ -28,7 +28,13 @@ from posttrain.data.registry import (
     registered_datasets,
     seed_cache_from,
 )
-from posttrain.data.user import DataError, check_dataset_reference, load_any, require_columns
+from posttrain.data.user import (
+    DataError,
+    check_dataset_reference,
+    load_any,
+    require_columns,
+    resolve_data_path,
+)
 from posttrain.paths import cache_dir
 
 
@@ -92,5 +98,6 @@ __all__ = [
     "registered_data_builders",
     "registered_datasets",
     "require_columns",
+    "resolve_data_path",
     "seed_cache_from",
 ]

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DATA_FILE_FORMATS", "DataError", "check_dataset_reference", "load_any", "require_columns"]
+__all__ = [
+    "DATA_FILE_FORMATS",
+    "DataError",
+    "check_dataset_reference",
+    "load_any",
+    "require_columns",
+    "resolve_data_path",
+]
 
 
 LIST_DATASETS_HINT = "`posttrain datasets` lists the registered datasets."
@@ -110,6 +117,30 @@ def check_dataset_reference(source: str, *, data_files: DataFiles | None = None)
             f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). Registered datasets: {', '.join(names)}.",
             hint=LIST_DATASETS_HINT,
         )
+
+
+def resolve_data_path(source: str, base_dir: Path) -> str:
+    """A dataset path in a recipe, read relative to the recipe's folder, as reward files are.
+
+    Registered names, hub ids and absolute paths are returned as they are. A relative path that exists beside
+    the recipe becomes that path. One found only from the current directory (how paths were read before) is
+    still used, with a warning that says how to write it.
+    """
+    if source in registered_datasets() or os.path.isabs(os.path.expanduser(source)):
+        return source
+    beside = base_dir / source
+    if beside.exists():
+        return str(beside)
+    if Path(source).exists():
+        logger.warning(
+            "Dataset path %r is not in the recipe's folder %s but in the current directory: paths in a recipe are "
+            "read relative to the recipe, as reward files are; write %r.",
+            source,
+            base_dir,
+            os.path.relpath(Path(source).resolve(), base_dir.resolve()),
+        )
+        return str(Path(source).resolve())
+    return source
 
 
 def _blank(path: Path, probe: int = 1 << 16) -> bool:
