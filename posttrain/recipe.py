@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import get_token
+from transformers.integrations import get_available_reporting_integrations
 
 from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
 from posttrain.data import DataError, check_dataset_reference, resolve_data_path
@@ -132,6 +135,7 @@ def validate_recipe(recipe: Recipe) -> None:
         errors += model_reference_errors(recipe.model.model_name_or_path)
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         errors.append("load_in_4bit (QLoRA) trains adapters only: also set use_peft: true.")
+    errors += environment_errors(recipe)
     errors += recipe.method.family.check(recipe)
     if recipe.method.check is not None:
         errors += recipe.method.check(recipe)
@@ -156,6 +160,45 @@ def validate_recipe(recipe: Recipe) -> None:
         }
         hint = " ".join(h for found, h in hints.items() if any(found in e for e in errors)) or None
         raise RecipeError(f"{where} cannot run:\n  " + "\n  ".join(errors), hint=hint)
+
+
+# attn_implementation -> the package it needs (all of them need a CUDA GPU).
+_ATTENTION_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+
+
+def environment_errors(recipe: Recipe) -> list[str]:
+    """Settings this machine cannot honour, which would otherwise fail only when the trainer starts: a tracker
+    that is not installed, pushing to the hub without a token or network, an attention kernel that is missing."""
+    errors = []
+    installed = set(get_available_reporting_integrations())
+    for tracker in getattr(recipe.trainer, "report_to", None) or []:
+        if tracker not in installed:
+            errors.append(
+                f"report_to {tracker!r}: its package is not installed here (installed trackers: "
+                f"{', '.join(sorted(installed)) or 'none'}). `report_to: tensorboard` works with no account and "
+                "no network; install the tracker's package to use it."
+            )
+    if getattr(recipe.trainer, "push_to_hub", False):
+        if _hub_offline():
+            errors.append(
+                "push_to_hub: true, but the hub is offline here (HF_HUB_OFFLINE): set push_to_hub: false."
+            )
+        elif get_token() is None:
+            errors.append(
+                "push_to_hub: true needs a Hugging Face token (HF_TOKEN or `hf auth login`) and network; none is "
+                "set here. Set push_to_hub: false, or log in first."
+            )
+    attention = recipe.model.attn_implementation
+    if attention in _ATTENTION_PACKAGES:
+        package = _ATTENTION_PACKAGES[attention]
+        if importlib.util.find_spec(package) is None:
+            errors.append(
+                f"attn_implementation {attention!r} needs the {package!r} package, which is not installed here; "
+                "use 'sdpa' (PyTorch's own, the default) or install it."
+            )
+        elif not torch.cuda.is_available():
+            errors.append(f"attn_implementation {attention!r} needs a CUDA GPU; use 'sdpa' on this machine.")
+    return errors
 
 
 def _hub_offline() -> bool:

@@ -254,3 +254,34 @@ def test_a_dataset_path_is_read_relative_to_the_recipe(tmp_path, monkeypatch, ca
     other = write(project, {**GRPO_BASE, "dataset_name": "elsewhere.jsonl"}, name="other.yaml")
     assert load_recipe(other).data.dataset_name == str(tmp_path / "elsewhere.jsonl")
     assert "read relative to the recipe" in caplog.text and "'../elsewhere.jsonl'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (
+            {"report_to": "wandb"},
+            r"report_to 'wandb': its package is not installed here .*report_to: tensorboard",
+        ),
+        ({"push_to_hub": True}, r"push_to_hub: true needs a Hugging Face token"),
+        (
+            {"attn_implementation": "flash_attention_2"},
+            r"needs the 'flash_attn' package, which is not installed",
+        ),
+    ],
+)
+def test_settings_this_machine_cannot_honour_fail_validation(tmp_path, monkeypatch, fields, message):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored token either
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, {**GRPO_BASE, **fields}))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if "push_to_hub" in fields:
+        with pytest.raises(RecipeError, match="the hub is offline here"):
+            load_recipe(write(tmp_path, {**GRPO_BASE, **fields}))
+
+
+def test_an_installed_tracker_passes(tmp_path):
+    assert load_recipe(write(tmp_path, {**GRPO_BASE, "report_to": "tensorboard"})).trainer.report_to == [
+        "tensorboard"
+    ]
