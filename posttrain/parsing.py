@@ -1,8 +1,9 @@
 """Reading configuration: YAML files whose keys fill dataclasses, overridable by ``--field value`` flags.
 
 Shared by recipes (``posttrain train``/``validate``/``stage``) and evaluations (``posttrain eval``): unknown keys
-get the nearest valid key, or the data builder or method they belong to, values are checked against their
-field's type, and every error is a :class:`RecipeError` that names the file, the line and the key.
+get what replaced them (keys from open-r1 and older TRL, see :mod:`posttrain.renames`), the data builder or
+method they belong to, or the nearest valid key; values are checked against their field's type, and every error
+is a :class:`RecipeError` that names the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers.hf_argparser import string_to_bool
 from posttrain.configs import DataArguments
 from posttrain.data import get_data_builder, registered_data_builders
 from posttrain.errors import UserError
+from posttrain.renames import key_rename
 
 # Optional nested sections; the canonical form is flat with banner comments, both parse the same.
 SECTIONS = ("recipe", "model", "data", "trainer")
@@ -28,6 +30,24 @@ SECTIONS = ("recipe", "model", "data", "trainer")
 
 class RecipeError(UserError, ValueError):
     """A recipe (or an evaluation) that cannot run; the message says what to change."""
+
+
+MIGRATION_HINT = (
+    'the README\'s "Coming from open-r1 / TRL" section maps the keys and rewards of open-r1 and older TRL '
+    "recipes."
+)
+
+
+class BadKeysError(RecipeError):
+    """Every unknown key and wrong value of a configuration, in one report.
+
+    ``problems`` holds one line per problem and ``keys`` the keys at fault, so that a caller can check the rest of
+    the configuration without them and report everything at once.
+    """
+
+    def __init__(self, where: str, problems: list[str], keys: set[str], title: str, hint: str | None = None):
+        super().__init__(f"{where} has {title}:\n  " + "\n  ".join(problems), hint=hint)
+        self.problems, self.keys = problems, keys
 
 
 class YamlConfig(dict):
@@ -113,25 +133,55 @@ def builder_hints() -> dict[str, str]:
     return hints
 
 
-def _unknown_key_errors(
+def _key_errors(
     keys: list[str],
     known: set[str],
     where: str,
     owners: Mapping[str, str],
     config: Mapping[str, Any] | None = None,
-) -> list[str]:
+) -> list[tuple[str, str, bool]]:
+    """(key, problem, whether the renames table explained it) for each key that cannot be used as written.
+
+    A key that posttrain sets from a key of its own is refused although it parses. An unknown key gets, in this
+    order: the data builder or method it belongs to, what replaced it (open-r1 and older TRL keys), or the
+    nearest valid key by spelling."""
     config = config or {}
     errors = []
     for key in keys:
+        rename = key_rename(key)
+        at = _at(config, key, where)
         if key in known:
+            if rename is not None and rename.set_by_posttrain:
+                problem = (
+                    f"key {key!r} in {at} is set by posttrain: write {rename.replacement()} instead of {key}"
+                )
+                errors.append((key, f"{problem} ({rename.why})", True))
             continue
         if key in owners:
-            errors.append(f"key {key!r} in {_at(config, key, where)} is not used here: {owners[key]}")
-            continue
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        errors.append(f"unknown key {key!r} in {_at(config, key, where)}{hint}")
+            errors.append((key, f"key {key!r} in {at} is not used here: {owners[key]}", False))
+        elif rename is not None:
+            errors.append((key, f"unknown key {key!r} in {at}: {rename.hint(config.get(key))}", True))
+        else:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            errors.append((key, f"unknown key {key!r} in {at}{hint}", False))
     return errors
+
+
+def drop_overrides(args: list[str], keys: set[str]) -> list[str]:
+    """The command-line overrides without the flags of ``keys`` (and the value after each)."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value and not arg.startswith("--"):
+            skip_value = False
+            continue
+        skip_value = False
+        if arg.startswith("--") and cli_keys([arg])[0] in keys:
+            skip_value = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
 
 
 # How a field's type reads in an error message.
@@ -176,13 +226,14 @@ def _value_error(action: Any, value: Any) -> str | None:
     return None
 
 
-def _value_errors(parser: HfArgumentParser, config: Mapping[str, Any], where: str) -> list[str]:
+def _value_errors(parser: HfArgumentParser, config: Mapping[str, Any], where: str) -> list[tuple[str, str]]:
+    """(key, problem) for each value that does not fit its field."""
     actions = {action.dest: action for action in parser._actions}
     errors = []
     for key, value in config.items():
         problem = _value_error(actions[key], value) if key in actions else None
         if problem is not None:
-            errors.append(f"{key} in {_at(config, key, where)}: {problem}")
+            errors.append((key, f"{key} in {_at(config, key, where)}: {problem}"))
     return errors
 
 
@@ -234,13 +285,21 @@ def parse_dataclasses(
         known |= names
 
     owners = builder_hints() if hints is None else hints
-    errors = _unknown_key_errors(list(config), known, where, owners, config)
-    errors += _unknown_key_errors(cli_keys(overrides), known, "the command-line overrides", owners)
+    errors = _key_errors(list(config), known, where, owners, config)
+    errors += _key_errors(cli_keys(overrides), known, "the command-line overrides", owners)
     parser = HfArgumentParser(types)
     wrong = _value_errors(parser, config, where)
     if errors or wrong:  # every key error and every value error of the file, in one report
-        title = " and ".join(t for t, found in (("unknown keys", errors), ("wrong values", wrong)) if found)
-        raise RecipeError(f"{where} has {title}:\n  " + "\n  ".join(errors + wrong))
+        # A key posttrain sets itself is known, not unknown: name the kind for what the list holds.
+        keys = "keys to change" if any(key in known for key, _, _ in errors) else "unknown keys"
+        title = " and ".join(t for t, found in ((keys, errors), ("wrong values", wrong)) if found)
+        raise BadKeysError(
+            where,
+            [problem for _, problem, _ in errors] + [problem for _, problem in wrong],
+            {key for key, _, _ in errors} | {key for key, _ in wrong},
+            title,
+            hint=MIGRATION_HINT if any(renamed for _, _, renamed in errors) else None,
+        )
 
     for action in parser._actions:
         if action.dest in config:

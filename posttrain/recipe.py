@@ -21,13 +21,17 @@ from transformers.integrations import get_available_reporting_integrations
 
 from posttrain.configs import DataArguments, ModelConfig, RecipeArguments
 from posttrain.data import DataError, check_dataset_reference, resolve_data_path
+from posttrain.errors import UserError
 from posttrain.methods import Method, get_method, registered_methods
 from posttrain.models import EMBEDDED_MODELS
 from posttrain.parsing import (
+    BadKeysError,
     RecipeError,
+    YamlConfig,
     builder_hints,
     cli_keys,
     data_sections,
+    drop_overrides,
     parse_dataclasses,
     peek,
     read_yaml,
@@ -35,6 +39,8 @@ from posttrain.parsing import (
 from rewards.registry import parse_reward_spec
 
 logger = logging.getLogger(__name__)
+
+REWARDS_HINT = "`posttrain rewards` lists the registered rewards."
 
 
 @dataclass
@@ -78,15 +84,66 @@ def apply_cpu_defaults(config: dict[str, Any], overrides: list[str]) -> None:
 
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
-    """Parse a recipe YAML (or only command-line fields when ``path`` is None) and validate it."""
+    """Parse a recipe YAML (or only command-line fields when ``path`` is None) and validate it.
+
+    Unknown keys and wrong values stop the parse; the rest of the recipe is then checked without them, so that
+    one report holds every problem (a recipe brought from open-r1 has several of each kind)."""
     overrides = list(overrides or [])
     recipe_path = Path(path) if path is not None else None
-    config = read_yaml(recipe_path) if recipe_path is not None else {}
+    config = read_yaml(recipe_path) if recipe_path is not None else YamlConfig()
     where = str(recipe_path) if recipe_path is not None else "the command line"
 
     for key, value in (config.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
 
+    first = YamlConfig(config, lines=config.lines)
+    try:
+        return _build_recipe(first, overrides, recipe_path, where)
+    except BadKeysError as err:
+        rest = YamlConfig({k: v for k, v in first.items() if k not in err.keys}, lines=config.lines)
+        others, hints = _problems_without(rest, drop_overrides(overrides, err.keys), recipe_path, where)
+        if not others:
+            raise
+        more = f"and {len(others)} more problem{'s' if len(others) > 1 else ''}:"
+        message = f"{err}\n{more}\n  " + "\n  ".join(others)
+        hint = " ".join(dict.fromkeys(h for h in (err.hint, *hints) if h)) or None
+        raise RecipeError(message, hint=hint) from err
+
+
+def _problems_without(
+    config: YamlConfig, overrides: list[str], recipe_path: Path | None, where: str
+) -> tuple[list[str], list[str]]:
+    """The problems of a recipe whose bad keys were taken out, one line each, and the hints that came with them.
+
+    A trainer config that refuses its values (TRL's own checks, such as a generation batch that
+    num_generations does not divide) stops the checks that need it; the rewards are checked all the same, since
+    their names are what a recipe from open-r1 gets wrong most."""
+    problems: list[str] = []
+    hints: list[str] = []
+    try:
+        _build_recipe(config, overrides, recipe_path, where)
+    except BadKeysError as err:
+        problems, hints = err.problems, [err.hint]
+    except UserError as err:
+        head, indented, body = str(err).partition(":\n  ")
+        if indented and head.startswith(where):  # a report of several problems, one per indented line
+            problems = body.split("\n  ")
+        else:
+            problems = [str(err).removeprefix(f"{where}: ")]
+        hints = [err.hint]
+    base_dir = recipe_path.parent if recipe_path is not None else Path.cwd()
+    specs = config.get("reward_funcs")
+    for spec in specs if isinstance(specs, list) else []:
+        try:
+            parse_reward_spec(spec, base_dir=base_dir)
+        except ValueError as err:
+            if str(err) not in problems:
+                problems.append(str(err))
+                hints.append(REWARDS_HINT)
+    return problems, [h for h in hints if h]
+
+
+def _build_recipe(config: YamlConfig, overrides: list[str], recipe_path: Path | None, where: str) -> Recipe:
     explicit = set(config) | set(cli_keys(overrides))
     try:
         method = get_method(str(peek(config, overrides, "method", "grpo")))

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from posttrain.renames import reward_rename
 from rewards.contract import (
     TRL_REWARD_KWARGS,
     CheckedReward,
@@ -170,6 +171,9 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 def _resolve_registered(text: str, spec: Any) -> RewardFunction:
     if text in _REGISTRY:
         return _REGISTRY[text]
+    renamed = reward_rename(text)
+    if renamed is not None:  # open-r1's name: a spelling match would point at the wrong reward
+        raise _spec_error(spec, f"no reward is registered as {text!r}: {renamed.hint()}.")
     hint = _suggest(text, _REGISTRY)
     if "." in text or "/" in text:
         hint += " To import a function, write 'package.module:function' or 'path/to/file.py:function'."

@@ -26,6 +26,7 @@ LAYERS = {
     "posttrain.plots": 0,
     "posttrain.formatting": 0,
     "posttrain.parsing": 0,
+    "posttrain.renames": 0,
     "posttrain.jsonl": 0,
     "posttrain.generation": 0,
     "posttrain.sandbox": 0,
