@@ -168,8 +168,9 @@ CASES = [
         "Prompts longer than the context (GRPO)",
         "`max_completion_length: 1000` (context 1024)",
         "8 of 8 training prompts do not fit the model's context of 1024 tokens with 1000 new tokens (longest: row "
-        "…). Generation cannot go past the context, and prompts are not truncated: shorten the template, filter the "
-        "data, or generate fewer tokens.",
+        "…). Generation cannot go past the context, and prompts are not cut unless a recipe asks: set "
+        "max_prompt_length to at most 24 with long_prompts: drop or truncate, shorten the template, or generate "
+        "fewer tokens.",
         lines={"max_completion_length": "max_completion_length: 1000"},
     ),
     Case(
