@@ -201,6 +201,28 @@ CASES = [
         lines={"max_length": "max_length: 120"},
     ),
     Case(
+        "Prompts longer than max_prompt_length",
+        "`max_prompt_length: 80`",
+        "3 of 8 training prompts are longer than max_prompt_length=80 tokens (longest: row 7, 101 tokens). Set "
+        "long_prompts: drop to leave them out, or long_prompts: truncate to keep their last 80 tokens; or raise "
+        "max_prompt_length.",
+        lines={"max_prompt_length": "max_prompt_length: 80"},
+    ),
+    Case(
+        "Prompts longer than max_prompt_length, to drop",
+        "`max_prompt_length: 80`, `long_prompts: drop`",
+        "Dropped 3 of 8 training prompts longer than max_prompt_length=80 tokens (longest: row 7, 101 tokens); 5 left.",
+        outcome="warned, trains on the other rows (exit 0)",
+        lines={"max_prompt_length": "max_prompt_length: 80", "long_prompts": "long_prompts: drop"},
+    ),
+    Case(
+        "max_prompt_length without room for the answer",
+        "`max_prompt_length: 1020` (context 1024)",
+        "max_prompt_length=1020 with max_completion_length=16 needs 1036 tokens, more than the model's context of "
+        "1024: set max_prompt_length to at most 1008, or generate fewer tokens.",
+        lines={"max_prompt_length": "max_prompt_length: 1020"},
+    ),
+    Case(
         "Unknown reward",
         "`reward_funcs: [numeric_answr]`",
         "reward spec 'numeric_answr': no reward is registered as 'numeric_answr'. Did you mean 'numeric_answer' or "
