@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig, SFTConfig
@@ -116,6 +117,27 @@ class DataArguments:
         },
     )
 
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest prompt allowed, in tokens of the prompt as the trainer renders it (chat template, system "
+            "prompt, generation prompt and response_prefix included), for the training split and the held-out rows "
+            "(SFT: the prompt part of each row); long_prompts says what happens to longer ones. It must leave room "
+            "for the answer: at most the model's context minus the tokens generated after it (GRPO's "
+            "max_completion_length; heldout_max_new_tokens in the held-out check), and below max_length for SFT. None: no cap (prompts must still fit the context). posttrain eval does "
+            "not apply it."
+        },
+    )
+    long_prompts: Literal["refuse", "drop", "truncate"] = field(
+        default="refuse",
+        metadata={
+            "help": "What happens to prompts longer than max_prompt_length: 'refuse' stops before any model loads, "
+            "with their count and the longest; 'drop' leaves those rows out; 'truncate' keeps their last "
+            "max_prompt_length tokens (a chat prompt keeps its markup and system message, and its other messages "
+            "lose their earliest text). 'drop' and 'truncate' log how many rows they changed."
+        },
+    )
+
     data_builder: str | None = field(
         default=None,
         metadata={
@@ -128,6 +150,22 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.prompt_format not in ("chat", "raw"):
             raise ValueError(f"prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}.")
+        cap = self.max_prompt_length
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"max_prompt_length must be a whole number of tokens, 1 or more; got {cap!r}.")
+        if self.long_prompts not in ("refuse", "drop", "truncate"):
+            raise ValueError(
+                f"long_prompts must be 'refuse', 'drop' or 'truncate', got {self.long_prompts!r}."
+            )
+        if self.long_prompts != "refuse" and cap is None:
+            raise ValueError(
+                f"long_prompts: {self.long_prompts} needs max_prompt_length, the number of tokens a prompt may have."
+            )
+        if cap is not None and self.image_column:
+            raise ValueError(
+                "max_prompt_length counts text tokens, and a vision-language prompt's length depends on its images: "
+                "drop max_prompt_length, or image_column."
+            )
 
 
 @dataclass

@@ -20,8 +20,8 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoConfig, AutoTokenizer
 
 from posttrain.configs import DataArguments
-from posttrain.data import require_columns
-from posttrain.generation import render_prompts
+from posttrain.data import DataError, require_columns
+from posttrain.generation import render_prompt, render_prompts
 from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
 
 logger = logging.getLogger(__name__)
@@ -215,6 +215,32 @@ def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
     return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)
 
 
+def _local_config(model_name_or_path: str, revision: str) -> tuple[str, Any] | None:
+    """The folder (or hub id) of the model's files and its config, read only from files already on this machine;
+    None when reading it would convert the embedded model or reach the hub."""
+    source = model_name_or_path
+    if source in EMBEDDED_MODELS:
+        source = str(embedded_model_dir(source))
+        if not Path(source, "config.json").is_file():
+            return None
+    try:
+        return source, AutoConfig.from_pretrained(source, revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def _context(config: Any) -> int | None:
+    context = getattr(config, "max_position_embeddings", None)
+    return int(context) if context else None
+
+
+def local_context(model_name_or_path: str, revision: str = "main") -> int | None:
+    """The model's context length (``max_position_embeddings``) from a config already on this machine; None when
+    the config is not here or names no length."""
+    found = _local_config(model_name_or_path, revision)
+    return _context(found[1]) if found is not None else None
+
+
 def local_tokenizer_and_context(
     model_name_or_path: str, revision: str = "main"
 ) -> tuple[Any, int | None] | None:
@@ -222,18 +248,15 @@ def local_tokenizer_and_context(
     this machine; None when getting them would convert the embedded model or reach the hub.
 
     Counting prompt tokens needs the tokenizer, not the model, so it can run before anything expensive."""
-    source = model_name_or_path
-    if source in EMBEDDED_MODELS:
-        source = str(embedded_model_dir(source))
-        if not Path(source, "config.json").is_file():
-            return None
+    found = _local_config(model_name_or_path, revision)
+    if found is None:
+        return None
+    source, config = found
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=True)
     except (OSError, ValueError):
         return None
-    context = getattr(config, "max_position_embeddings", None)
-    return tokenizer, int(context) if context else None
+    return tokenizer, _context(config)
 
 
 def prompt_token_lengths(tokenizer, split: Dataset, *, with_completion: bool = False) -> list[int]:
@@ -286,8 +309,9 @@ def check_prompt_lengths(
             errors.append(
                 f"{count} of {len(prompts)} {what} prompts do not fit the model's context of {context} tokens with "
                 f"{new_tokens} new tokens (longest: row {row}, {longest - new_tokens} prompt tokens). Generation "
-                "cannot go past the context, and prompts are not truncated: shorten the template, filter the "
-                "data, or generate fewer tokens."
+                "cannot go past the context, and prompts are not cut unless a recipe asks: set max_prompt_length "
+                f"to at most {context - new_tokens} with long_prompts: drop or truncate, shorten the template, or "
+                "generate fewer tokens."
             )
     if new_tokens is not None or "completion" not in split.column_names:
         return errors
@@ -297,7 +321,8 @@ def check_prompt_lengths(
             errors.append(
                 f"{count} of {len(prompts)} {what} prompts fill max_length={max_length} on their own (longest: row "
                 f"{row}, {longest} tokens): TRL keeps the first max_length tokens of a row, so their completions "
-                "would be cut off entirely. Raise max_length, or shorten or filter the prompts."
+                "would be cut off entirely. Raise max_length, or set max_prompt_length below it with long_prompts: "
+                "drop or truncate."
             )
     totals = prompt_token_lengths(tokenizer, split, with_completion=True)
     if max_length is not None:
@@ -324,27 +349,214 @@ def check_prompt_lengths(
     return errors
 
 
-def prompt_length_errors(recipe: Any, train: Dataset, test: Dataset | None) -> list[str]:
-    """:func:`check_prompt_lengths` for a recipe's formatted training split and held-out rows, with the limits
-    its trainer applies: ``max_completion_length`` for a generating trainer, ``max_length`` for TRL's SFT
-    trainer (other trainers cut rows their own way and are not checked), ``heldout_max_new_tokens`` for the
-    held-out check. Nothing is checked when the tokenizer is not on this machine yet (it is logged)."""
+def truncate_prompt(tokenizer, prompt: Any, limit: int, response_prefix: str | None = None) -> Any:
+    """``prompt`` cut to ``limit`` tokens as rendered (see :func:`prompt_token_lengths`), keeping its end.
+
+    A raw prompt keeps its last ``limit`` tokens, as TRL's former ``max_prompt_length`` did. A chat prompt keeps
+    the template's markup and its system message (the recipe's instructions, the same in every row); its other
+    messages lose their earliest text first, and may end up empty. Cuts fall on token boundaries, so the result
+    has exactly ``limit`` tokens, or fewer where the tokenizer merges the text differently across the cut.
+    ValueError when the markup and the system message alone are longer than ``limit``.
+    """
+
+    def length(candidate: Any) -> int:
+        rendered = render_prompt(tokenizer, candidate, response_prefix)
+        return len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+    if isinstance(prompt, str):
+        return _keep_end(tokenizer, prompt, length, limit)
+    messages = [dict(message) for message in prompt]
+    for message in messages:
+        if length(messages) <= limit:
+            break
+        if message["role"] == "system":
+            continue
+        if not isinstance(message["content"], str):
+            raise ValueError("a message's content is not text")
+
+        def with_content(text: str, message: dict = message) -> int:
+            message["content"] = text
+            return length(messages)
+
+        message["content"] = _keep_end(tokenizer, message["content"], with_content, limit)
+    rest = length(messages)
+    if rest > limit:
+        raise ValueError(f"its chat markup and system message alone are {rest} tokens")
+    return messages
+
+
+def _keep_end(tokenizer, text: str, length: Any, limit: int) -> str:
+    """The longest end of ``text``, cut at a token boundary, for which ``length(end) <= limit`` ("" when none)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def end(keep: int) -> str:
+        return tokenizer.decode(ids[len(ids) - keep :], clean_up_tokenization_spaces=False) if keep else ""
+
+    # Each token of text kept is about one token of the rendered prompt: start from that estimate and correct it.
+    keep = max(0, len(ids) - (length(text) - limit))
+    while keep > 0 and (over := length(end(keep)) - limit) > 0:
+        keep = max(0, keep - over)
+    while keep < len(ids) and length(end(keep + 1)) <= limit:
+        keep += 1
+    return end(keep)
+
+
+def cap_prompt_lengths(
+    tokenizer, split: Dataset, *, limit: int, mode: str = "refuse", what: str = "training"
+) -> tuple[Dataset, list[str]]:
+    """Apply ``max_prompt_length``: rows whose prompt is longer than ``limit`` tokens (as the trainer renders it)
+    are refused (the error is returned), dropped, or truncated to their last ``limit`` tokens
+    (:func:`truncate_prompt`). Dropped and truncated rows are logged with their count and the longest."""
+    if len(split) == 0 or "prompt" not in split.column_names:
+        return split, []
+    lengths = prompt_token_lengths(tokenizer, split)
+    count, longest, row = _over(lengths, limit)
+    total = len(lengths)
+    if not count:
+        logger.info(
+            "All %d %s prompts are within max_prompt_length=%d tokens (longest %d).",
+            total,
+            what,
+            limit,
+            longest,
+        )
+        return split, []
+    longest_row = f"longest: row {row}, {longest} tokens"
+    if mode == "refuse":
+        return split, [
+            f"{count} of {total} {what} prompts are longer than max_prompt_length={limit} tokens ({longest_row}). "
+            f"Set long_prompts: drop to leave them out, or long_prompts: truncate to keep their last {limit} tokens; "
+            "or raise max_prompt_length."
+        ]
+    if mode == "drop":
+        if count == total:
+            return split, [
+                f"All {total} {what} prompts are longer than max_prompt_length={limit} tokens ({longest_row}): "
+                "long_prompts: drop would leave none. Raise max_prompt_length, or use long_prompts: truncate."
+            ]
+        logger.warning(
+            "Dropped %d of %d %s prompts longer than max_prompt_length=%d tokens (%s); %d left.",
+            count,
+            total,
+            what,
+            limit,
+            longest_row,
+            total - count,
+        )
+        return split.select([i for i, n in enumerate(lengths) if n <= limit]), []
+    prompts = split["prompt"]
+    prefixes = split["response_prefix"] if "response_prefix" in split.column_names else [None] * total
+    cut = {}
+    for i, n in enumerate(lengths):
+        if n > limit:
+            try:
+                cut[i] = truncate_prompt(tokenizer, prompts[i], limit, prefixes[i])
+            except ValueError as err:
+                return split, [
+                    f"Cannot truncate {what} row {i} to max_prompt_length={limit} tokens: {err}. Raise "
+                    "max_prompt_length, or use long_prompts: drop."
+                ]
+    logger.warning(
+        "Truncated %d of %d %s prompts to their last %d tokens (max_prompt_length; %s).",
+        count,
+        total,
+        what,
+        limit,
+        longest_row,
+    )
+    truncated = split.map(
+        lambda row, i: {"prompt": cut.get(i, row["prompt"])}, with_indices=True, desc="Truncating prompts"
+    )
+    return truncated, []
+
+
+def prompt_cap_errors(recipe: Any, context: int | None, heldout: bool) -> list[str]:
+    """Errors for a ``max_prompt_length`` that leaves no room for the answer: a prompt at the cap plus the tokens
+    the trainer generates (``max_completion_length``; ``heldout_max_new_tokens`` with ``heldout``) must fit the
+    model's context, and an SFT prompt at the cap must leave some of ``max_length`` (and of the context) to its
+    completion. A limit that is not known yet (``context`` None) is not checked."""
+    from trl import SFTConfig
+
+    cap = recipe.data.max_prompt_length
+    if cap is None:
+        return []
+    args = recipe.trainer
+    errors = []
+    generated = []
+    if recipe.method.family.generates:
+        generated.append(("max_completion_length", args.max_completion_length))
+    elif isinstance(args, SFTConfig):
+        bounds = [
+            (n, name) for n, name in ((args.max_length, "max_length"), (context, "the model's context")) if n
+        ]
+        if bounds:
+            bound, name = min(bounds)
+            if cap >= bound:
+                errors.append(
+                    f"max_prompt_length={cap} leaves no room for the completion within {name} of {bound} tokens: "
+                    f"set max_prompt_length below {bound}."
+                )
+    if heldout:
+        generated.append(("heldout_max_new_tokens", recipe.recipe.heldout_max_new_tokens))
+    for key, new_tokens in generated:
+        if context and new_tokens is not None and cap + new_tokens > context:
+            errors.append(
+                f"max_prompt_length={cap} with {key}={new_tokens} needs {cap + new_tokens} tokens, more than the "
+                f"model's context of {context}: set max_prompt_length to at most {context - new_tokens}, or "
+                "generate fewer tokens."
+            )
+    return errors
+
+
+def fit_prompt_lengths(
+    recipe: Any, train: Dataset, test: Dataset | None, tokenizer: Any = None
+) -> tuple[Dataset, Dataset | None] | None:
+    """A recipe's formatted training split and held-out rows, with ``max_prompt_length`` applied as
+    ``long_prompts`` says (:func:`cap_prompt_lengths`) and every row checked (:func:`check_prompt_lengths`)
+    against the limits its trainer applies: ``max_completion_length`` for a generating trainer, ``max_length``
+    for TRL's SFT trainer (other trainers cut rows their own way and are not checked), ``heldout_max_new_tokens``
+    for the held-out check. Raises a :class:`DataError` listing every problem.
+
+    Without ``tokenizer``, the tokenizer is read from files already on this machine; when they are not there
+    yet, only what needs no tokenizer is checked, and None is returned (it is logged): ``train`` calls this again
+    with the tokenizer it loads. Vision-language recipes are not counted (their prompts' length depends on the
+    images); their splits are returned as they are.
+    """
     from trl import SFTConfig
 
     model = recipe.model.model_name_or_path
-    found = (
-        None if recipe.data.image_column else local_tokenizer_and_context(model, recipe.model.model_revision)
-    )
-    if found is None:
-        logger.info(
-            "Prompt lengths not checked: the tokenizer of %s is not on this machine yet (a vision-language model, "
-            "or one still to convert or download; `posttrain prepare --model NAME` converts an embedded one).",
-            model,
-        )
-        return []
-    tokenizer, context = found
+    if recipe.data.image_column:
+        logger.info("Prompt lengths not checked: a vision-language prompt's length depends on its images.")
+        return train, test
+    if tokenizer is None:
+        found = local_tokenizer_and_context(model, recipe.model.model_revision)
+        if found is None:
+            errors = prompt_cap_errors(recipe, None, heldout=test is not None)
+            if errors:
+                raise DataError("\n  ".join(errors))
+            logger.info(
+                "Prompt lengths not checked yet: the tokenizer of %s is not on this machine (a model still to convert "
+                "or download; `posttrain prepare --model NAME` converts an embedded one). They are checked%s once the "
+                "tokenizer loads, before the model.",
+                model,
+                ", and max_prompt_length applied," if recipe.data.max_prompt_length is not None else "",
+            )
+            return None
+        tokenizer, context = found
+    else:
+        context = local_context(model, recipe.model.model_revision)
+    errors = prompt_cap_errors(recipe, context, heldout=test is not None)
+    if errors:
+        raise DataError("\n  ".join(errors))
+    cap, mode = recipe.data.max_prompt_length, recipe.data.long_prompts
+    if cap is not None:
+        train, errors = cap_prompt_lengths(tokenizer, train, limit=cap, mode=mode)
+        if test is not None:
+            test, held_out_errors = cap_prompt_lengths(tokenizer, test, limit=cap, mode=mode, what="held-out")
+            errors += held_out_errors
+        if errors:
+            raise DataError("\n  ".join(errors))
     args = recipe.trainer
-    errors = []
     if recipe.method.family.generates:
         errors += check_prompt_lengths(
             tokenizer, train, context=context, new_tokens=args.max_completion_length
@@ -356,4 +568,6 @@ def prompt_length_errors(recipe: Any, train: Dataset, test: Dataset | None) -> l
         errors += check_prompt_lengths(
             tokenizer, test, context=context, new_tokens=new_tokens, what="held-out"
         )
-    return errors
+    if errors:
+        raise DataError("\n  ".join(errors))
+    return train, test

@@ -25,11 +25,11 @@ from eval.heldout import score_heldout
 from eval.runner import EvalArguments, parse_evaluation, run_eval
 from posttrain.checkpoints import checkpoint_step, record_run, resolve_checkpoint
 from posttrain.configs import DataArguments
-from posttrain.data import DataError, load_recipe_splits, require_columns
+from posttrain.data import load_recipe_splits, require_columns
 from posttrain.formatting import (
+    fit_prompt_lengths,
     format_split,
     prefixed_chat_template,
-    prompt_length_errors,
     required_columns,
 )
 from posttrain.parsing import RecipeError, read_yaml
@@ -72,6 +72,8 @@ class Preflight:
     evaluation: tuple[EvalArguments, DataArguments, Any] | None
     train: datasets.DatasetDict
     test: datasets.Dataset | None
+    #: False when the tokenizer was not on this machine: prompt lengths are fitted once it loads.
+    prompts_fitted: bool = True
 
 
 def preflight(recipe: Recipe) -> Preflight:
@@ -113,15 +115,22 @@ def _preflight(recipe: Recipe) -> Preflight:
             test, sorted(needed_by_metric), what="heldout_metric and the prompt template (split 'test')"
         )
         test_data = format_split(test, recipe.data)
-    too_long = prompt_length_errors(recipe, train_data["train"], test_data)
-    if too_long:
-        raise DataError("\n  ".join(too_long))
+    fitted = fit_prompt_lengths(recipe, train_data["train"], test_data)
+    if fitted is not None:
+        train_data["train"], test_data = fitted
     probe_rows = train_data["train"].select(range(min(2, len(train_data["train"])))).to_list()
     for reward in rewards:
         probe_reward(reward, probe_rows)
     if metric is not None:
         probe_reward(metric, test_data.select(range(min(2, len(test_data)))).to_list())
-    return Preflight(rewards=rewards, metric=metric, evaluation=evaluation, train=train_data, test=test_data)
+    return Preflight(
+        rewards=rewards,
+        metric=metric,
+        evaluation=evaluation,
+        train=train_data,
+        test=test_data,
+        prompts_fitted=fitted is not None,
+    )
 
 
 def load_evaluation(recipe: Recipe) -> tuple[EvalArguments, DataArguments, Any] | None:
@@ -193,6 +202,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
     record_run(run)
 
     tokenizer = family.load_tokenizer(recipe)
+    if not checks.prompts_fitted:  # the tokenizer was not on this machine for the preflight
+        checks.train["train"], checks.test = fit_prompt_lengths(
+            recipe, checks.train["train"], checks.test, tokenizer
+        )
     prefixed_template = None
     if recipe.data.response_prefix and recipe.data.prompt_format == "chat":
         prefixed_template = prefixed_chat_template(tokenizer, recipe.data.response_prefix)

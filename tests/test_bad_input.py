@@ -168,8 +168,9 @@ CASES = [
         "Prompts longer than the context (GRPO)",
         "`max_completion_length: 1000` (context 1024)",
         "8 of 8 training prompts do not fit the model's context of 1024 tokens with 1000 new tokens (longest: row "
-        "…). Generation cannot go past the context, and prompts are not truncated: shorten the template, filter the "
-        "data, or generate fewer tokens.",
+        "…). Generation cannot go past the context, and prompts are not cut unless a recipe asks: set "
+        "max_prompt_length to at most 24 with long_prompts: drop or truncate, shorten the template, or generate "
+        "fewer tokens.",
         lines={"max_completion_length": "max_completion_length: 1000"},
     ),
     Case(
@@ -198,6 +199,28 @@ CASES = [
         outcome="warned, trains (exit 0)",
         base=SFT_RECIPE,
         lines={"max_length": "max_length: 120"},
+    ),
+    Case(
+        "Prompts longer than max_prompt_length",
+        "`max_prompt_length: 80`",
+        "3 of 8 training prompts are longer than max_prompt_length=80 tokens (longest: row 7, 101 tokens). Set "
+        "long_prompts: drop to leave them out, or long_prompts: truncate to keep their last 80 tokens; or raise "
+        "max_prompt_length.",
+        lines={"max_prompt_length": "max_prompt_length: 80"},
+    ),
+    Case(
+        "Prompts longer than max_prompt_length, to drop",
+        "`max_prompt_length: 80`, `long_prompts: drop`",
+        "Dropped 3 of 8 training prompts longer than max_prompt_length=80 tokens (longest: row 7, 101 tokens); 5 left.",
+        outcome="warned, trains on the other rows (exit 0)",
+        lines={"max_prompt_length": "max_prompt_length: 80", "long_prompts": "long_prompts: drop"},
+    ),
+    Case(
+        "max_prompt_length without room for the answer",
+        "`max_prompt_length: 1020` (context 1024)",
+        "max_prompt_length=1020 with max_completion_length=16 needs 1036 tokens, more than the model's context of "
+        "1024: set max_prompt_length to at most 1008, or generate fewer tokens.",
+        lines={"max_prompt_length": "max_prompt_length: 1020"},
     ),
     Case(
         "Unknown reward",
