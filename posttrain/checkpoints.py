@@ -83,10 +83,12 @@ def run_settings(recipe: Recipe) -> dict[str, Any]:
 
 
 def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """What differs between a recorded value and this recipe's. Keys on one side only are not compared: a
+    field added (or removed) by a newer version of posttrain must not make a run another run."""
     if isinstance(before, dict) and isinstance(after, dict):
         lines = []
-        for key in sorted(set(before) | set(after)):
-            lines += _differences(before.get(key), after.get(key), f"{prefix}{key}.")
+        for key in sorted(set(before) & set(after)):
+            lines += _differences(before[key], after[key], f"{prefix}{key}.")
         return lines
     if before != after:
         return [f"{prefix.rstrip('.')}: {before!r} there, {after!r} in this recipe"]

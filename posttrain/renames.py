@@ -62,15 +62,6 @@ KEY_RENAMES: tuple[Rename, ...] = (
         "open-r1",
     ),
     Rename(
-        ("max_prompt_length",),
-        (),
-        "TRL's GRPOConfig dropped it, and prompts are never truncated: before the model loads, posttrain counts "
-        "every prompt's tokens and refuses prompts that do not fit the model's context with "
-        "max_completion_length new tokens (SFT: rows longer than max_length are cut, with a warning and a count). "
-        "Shorten the template or filter the data",
-        "TRL",
-    ),
-    Rename(
         ("warmup_ratio",),
         ("warmup_steps",),
         "transformers 5 merged them: a warmup_steps below 1 is a fraction of the training steps",
@@ -272,6 +263,12 @@ KEPT: tuple[tuple[tuple[str, ...], str], ...] = (
         "the same; the test split is the held-out split, scored by the held-out check and by evaluation",
     ),
     (("system_prompt",), "the same: a system turn before every prompt"),
+    (
+        ("max_prompt_length",),
+        "caps the rendered prompt at N tokens, for every method. open-r1 cut longer prompts; posttrain refuses them "
+        "unless `long_prompts: truncate` (keep the last N tokens, as open-r1 did) or `long_prompts: drop` says "
+        "otherwise, and logs how many rows it cut or dropped",
+    ),
     (
         ("reward_funcs", "reward_weights"),
         "the same keys; the reward names differ (see the reward table), and an entry may carry its own weight "

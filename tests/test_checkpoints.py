@@ -167,3 +167,13 @@ def test_a_folder_from_before_run_records_is_adopted_with_a_warning(tmp_path, of
     assert "cannot check" in caplog.text
     record_run(recipe)
     assert (out / RUN_FILE).exists()
+
+
+def test_a_field_added_since_the_run_was_recorded_does_not_make_it_another_run(tmp_path, offline_cache):
+    out = tmp_path / "out"
+    recipe = recipe_at(tmp_path, out)
+    record_run(recipe)
+    recorded = json.loads((out / RUN_FILE).read_text())
+    del recorded["identity"]["data"]["long_prompts"]  # as written by a version without that field
+    (out / RUN_FILE).write_text(json.dumps(recorded))
+    check_run_identity(recipe, out)
