@@ -169,3 +169,38 @@ def test_conftuner_trains_confidence_towards_its_verdicts(tiny_model, tmp_path):
             assert abs(gap) < 0.05  # a random model states about the same confidence everywhere
         else:
             assert gap > 0.5
+
+
+@pytest.mark.slow
+def test_the_cpu_recipe_runs_end_to_end(tiny_model, offline_cache, tmp_path):
+    """The shipped CPU recipe on a tiny model and the fixture's language questions: answers, verdicts, LoRA
+    training, the held-out check, and the evaluation with the cued and the logit-based confidence."""
+    from posttrain.train import train
+    from tests.conftest import adapter_trained
+
+    recipe_path = Path(__file__).parents[3] / "recipes" / "conftuner" / "qa_language_cpu.yaml"
+    overrides = ["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "out")]
+    overrides += [
+        "--max_train_samples",
+        "8",
+        "--max_steps",
+        "2",
+        "--heldout_samples",
+        "4",
+        "--save_steps",
+        "2",
+    ]
+    overrides += ["--answer_max_new_tokens", "4", "--learning_rate", "1e-2"]
+    results = train(load_recipe(recipe_path, overrides))
+    out = tmp_path / "out"
+    assert adapter_trained(out)
+    built = stage_rows(out / "stages" / "answers")
+    assert len(built) == 8 and all(
+        row["question"].startswith(("The language", "The official")) for row in built
+    )
+    summary = json.loads((out / "stages" / "answers" / "summary.json").read_text())
+    assert summary["rows"] == 8 and summary["per_label"]["1"] == sum(row["correct"] for row in built)
+    evaluation = results["evaluation"]
+    assert evaluation["prompts"] == 7  # every held-out language question of the fixture
+    assert evaluation["logit_confidence"] == "mean" and "logit_brier" in evaluation
+    assert (out / "eval" / "final" / "reliability_logit.png").exists()
