@@ -204,3 +204,64 @@ def test_the_cpu_recipe_runs_end_to_end(tiny_model, offline_cache, tmp_path):
     assert evaluation["prompts"] == 7  # every held-out language question of the fixture
     assert evaluation["logit_confidence"] == "mean" and "logit_brier" in evaluation
     assert (out / "eval" / "final" / "reliability_logit.png").exists()
+
+
+def conftuner_trainer(tiny_model, tmp_path, rows, **fields):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.methods.conftuner.config import ConfTunerConfig
+    from posttrain.methods.conftuner.trainer import ConfTunerTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    settings = {"per_device_train_batch_size": 4, "use_cpu": True, "report_to": "none", "bf16": False}
+    args = ConfTunerConfig(output_dir=str(tmp_path), **{**settings, **fields})
+    return ConfTunerTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+
+
+def qa_rows(n: int = 4, answer: str = "Answer") -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "completion": f"{answer} {i}",
+            "correct": i % 2,
+        }
+        for i in range(n)
+    ]
+
+
+def test_the_loss_adds_the_weighted_next_token_loss_of_answer_and_cue(tiny_model, tmp_path):
+    from posttrain.methods.conftuner.loss import confidence_forward, tokenized_brier_loss
+
+    trainer = conftuner_trainer(tiny_model, tmp_path, qa_rows(), answer_lm_loss_weight=0.5)
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    correct = torch.tensor(batch["row_columns"]["correct"], dtype=torch.float32)
+    prompt_tokens = (labels == -100) & (mask == 1)
+    assert (
+        prompt_tokens.any() and (labels[mask == 1] != -100).any()
+    )  # the prompt is masked, answer and cue not
+    model = trainer.model.train()  # as in training (the tiny Llama has no dropout)
+    with torch.no_grad():
+        brier = tokenized_brier_loss(confidence_forward(model, ids, mask, trainer.confidence_scale), correct)
+        lm = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        weighted = trainer.compute_loss(model, dict(batch))
+        trainer.args.answer_lm_loss_weight = 0.0
+        alone = trainer.compute_loss(model, dict(batch))
+    assert weighted.item() == pytest.approx(brier.item() + 0.5 * lm.item(), rel=1e-5)
+    assert alone.item() == pytest.approx(brier.item(), rel=1e-5)
+    assert trainer._metrics["train"]["lm_loss"] == [pytest.approx(lm.item(), rel=1e-5)]
+
+
+def test_rows_it_cannot_learn_from_are_refused(tiny_model, tmp_path):
+    from posttrain.methods.conftuner.trainer import ConfTunerDataError
+
+    rows = qa_rows()
+    rows[2]["correct"] = 0.5
+    with pytest.raises(ConfTunerDataError, match="Row 2: 'correct' must be 0 or 1"):
+        conftuner_trainer(tiny_model, tmp_path, rows)
+    with pytest.raises(ConfTunerDataError, match="over max_length 16: the cue would be cut off"):
+        conftuner_trainer(tiny_model, tmp_path, qa_rows(answer="word " * 20), max_length=16)
