@@ -16,7 +16,8 @@ The loss's cost: on one batch of the built set, forward and backward of the Conf
 next-token loss on the same sequences (LoRA, float32), alternating, after a warm-up; the median of each.
 
 Prints the tables and writes ``table.md``, ``table.json`` and ``reliability.png`` (reliability diagrams side by
-side) into ``--out``.
+side) into ``--out``. Stopped, it resumes when run again with the same ``--out``: finished phases are kept with
+their measured cost, and an interrupted one continues from what it wrote (stage rows, checkpoints, samples).
 """
 
 from __future__ import annotations
@@ -54,12 +55,30 @@ COLUMNS = (
 logger = logging.getLogger("benchmark")
 
 
+class Phases:
+    """Each phase's cost, kept in ``phases.json`` as it completes: a benchmark run again (after it was stopped)
+    skips the phases it has a record of, and reports their cost as measured then."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, argv: list[str], log: Path) -> dict:
+        if name in self.records:
+            logger.info("%s: done in an earlier run (%.0f s)", name, self.records[name]["seconds"])
+        else:
+            self.records[name] = run_phase(name, argv, log)
+            self.path.write_text(json.dumps(self.records, indent=2))
+        return self.records[name]
+
+
 def run_phase(name: str, argv: list[str], log: Path) -> dict:
-    """One ``posttrain`` command in a process of its own: its wall time and peak resident memory."""
+    """One ``posttrain`` command in a process of its own: its wall time and peak resident memory. A stopped
+    ``posttrain`` command resumes where it stopped (stages, checkpoints, evaluation samples)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: posttrain %s", name, " ".join(argv))
     start = time.perf_counter()
-    with log.open("w") as sink:
+    with log.open("a") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "posttrain", *argv], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT
         )
@@ -76,13 +95,7 @@ def seed_recipe(seed: int, out: Path, train_rows: int) -> Path:
     evaluation (the benchmark evaluates every model alike)."""
     config = yaml.safe_load(RECIPE.read_text())
     config.update(
-        output_dir=str(out),
-        seed=seed,
-        max_train_samples=train_rows,
-        heldout_metric=None,
-        evaluation=None,
-        resume_from_checkpoint=None,
-        save_strategy="no",
+        output_dir=str(out), seed=seed, max_train_samples=train_rows, heldout_metric=None, evaluation=None
     )
     path = out.parent / f"recipe-seed{seed}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,18 +103,20 @@ def seed_recipe(seed: int, out: Path, train_rows: int) -> Path:
     return path
 
 
-def evaluate(label: str, adapter: Path | None, out: Path, eval_rows: int, engine: str) -> tuple[dict, list]:
+def evaluate(
+    label: str, adapter: Path | None, out: Path, eval_rows: int, engine: str, phases: Phases
+) -> tuple[dict, list]:
     """Every evaluation of one model: its summaries by task, and the phases' costs."""
-    summaries, phases = {}, []
+    summaries, costs = {}, []
     for task, config in EVALS.items():
         target = out / "eval" / label / config.stem
         argv = ["eval", str(config), "--output_dir", str(target), "--max_samples", str(eval_rows)]
         argv += ["--engine", engine]
         if adapter is not None:
             argv += ["--adapter_path", str(adapter)]
-        phases.append(run_phase(f"evaluation {label}, {task}", argv, target / "log.txt"))
+        costs.append(phases.run(f"evaluation {label}, {task}", argv, target / "log.txt"))
         summaries[task] = json.loads((target / "summary.json").read_text())
-    return summaries, phases
+    return summaries, costs
 
 
 def judge_time(stage_rows: Path) -> dict:
@@ -213,23 +228,25 @@ def main() -> None:
     started = time.perf_counter()
     out = args.out.resolve()
 
+    out.mkdir(parents=True, exist_ok=True)
+    record = Phases(out / "phases.json")
     phases: list[dict] = []
     summaries: dict[str, dict] = {}
     built: dict[int, dict] = {}
-    summaries["base"], cost = evaluate("base", None, out, args.eval_rows, args.engine)
+    summaries["base"], cost = evaluate("base", None, out, args.eval_rows, args.engine, record)
     phases += cost
     for seed in args.seeds:
         run = out / f"seed{seed}"
         recipe = seed_recipe(seed, run, args.train_rows)
         stage = ["stage", str(recipe)]
-        phases.append(run_phase(f"answers and judging, seed {seed}", stage, run / "stage.log"))
+        phases.append(record.run(f"answers and judging, seed {seed}", stage, run / "stage.log"))
         built[seed] = json.loads((run / "stages" / "answers" / "summary.json").read_text())
         phases.append(judge_time(run / "stages" / "answers" / "train.jsonl"))
-        phases.append(run_phase(f"training, seed {seed}", ["train", str(recipe)], run / "train.log"))
+        phases.append(record.run(f"training, seed {seed}", ["train", str(recipe)], run / "train.log"))
         results = json.loads((run / "results.json").read_text())
         built[seed]["train_seconds"] = results["train"].get("train_runtime")
         summaries[f"ConfTuner seed {seed}"], cost = evaluate(
-            f"conftuner-seed{seed}", run, out, args.eval_rows, args.engine
+            f"conftuner-seed{seed}", run, out, args.eval_rows, args.engine, record
         )
         phases += cost
     loss = loss_cost(out / f"seed{args.seeds[0]}" / "stages" / "answers" / "train.jsonl", args.loss_repeats)
