@@ -26,6 +26,8 @@ import logging
 import os
 import sys
 
+from posttrain.logs import setup_logging
+
 logger = logging.getLogger("posttrain")
 
 RECIPE_COMMANDS = ("train", "validate", "stage")
@@ -325,8 +327,7 @@ def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     try:
         return _dispatch(parser, argv)
     except Exception as err:
