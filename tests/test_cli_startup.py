@@ -1,13 +1,30 @@
-"""The CLI starts quiet: the dependencies' start-up chatter is filtered while real warnings show."""
+"""The CLI starts light and quiet: listing commands and --help load no training stack, and the dependencies'
+start-up chatter is filtered while real warnings show."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).parent.parent
+HEAVY = ("torch", "transformers", "trl", "peft", "bitsandbytes", "vllm", "deepspeed")
+
+# Runs the CLI in a fresh interpreter, then prints which heavy packages it imported.
+PROBE = """\
+import json, sys
+from posttrain.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+print("LOADED " + json.dumps([m for m in {heavy!r} if m in sys.modules]))
+sys.exit(code)
+"""
 
 
 def run_python(code: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -15,6 +32,22 @@ def run_python(code: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def loaded_by(result: subprocess.CompletedProcess) -> list[str]:
+    line = [x for x in result.stdout.splitlines() if x.startswith("LOADED ")][-1]
+    return json.loads(line.removeprefix("LOADED "))
+
+
+@pytest.mark.parametrize(
+    ("argv", "listed"),
+    [(["--help"], "validate"), (["datasets"], "gsm_symbolic"), (["rewards"], "reward_model")],
+)
+def test_listing_commands_do_not_load_the_training_stack(argv, listed):
+    result = run_python(PROBE.format(heavy=HEAVY), *argv)
+    assert result.returncode == 0, result.stderr
+    assert listed in result.stdout
+    assert loaded_by(result) == []
 
 
 SFT_RECIPE = """\
