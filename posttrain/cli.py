@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from posttrain.logs import setup_logging
@@ -212,9 +213,15 @@ def field_help(command: str, config_path: str | None, overrides: list[str]) -> s
         title = f"posttrain {command} RECIPE.yaml [--field value ...]  (fields of method {method.name!r})"
     parser = HfArgumentParser(types, prog=title, add_help=False)
     for action in parser._actions:
-        if action.help:  # argparse formats help with %-interpolation: a literal % must be doubled
-            action.help = action.help.replace("%", "%%")
+        if action.help:
+            action.help = argparse_help(action.help)
     return parser.format_help()
+
+
+def argparse_help(text: str) -> str:
+    """``text`` as argparse must receive a help string: argparse %-formats it, so a lone ``%`` (``5% of rows``)
+    becomes ``%%``. A ``%%`` (transformers and TRL write their own help so) and a ``%(name)s`` are kept."""
+    return re.sub(r"%%|%\(|%", lambda m: m.group() if len(m.group()) == 2 else "%%", text)
 
 
 def build_parser() -> argparse.ArgumentParser:

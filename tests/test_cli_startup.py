@@ -1,5 +1,5 @@
-"""The CLI starts light and quiet: listing commands and --help load no training stack, and the dependencies'
-start-up chatter is filtered while real warnings show."""
+"""The CLI starts light and quiet: listing commands and --help load no training stack, every command's help
+renders, and the dependencies' start-up chatter is filtered while real warnings show."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from posttrain.cli import argparse_help, build_parser, main
 
 REPO = Path(__file__).parent.parent
 HEAVY = ("torch", "transformers", "trl", "peft", "bitsandbytes", "vllm", "deepspeed")
@@ -48,6 +50,43 @@ def test_listing_commands_do_not_load_the_training_stack(argv, listed):
     assert result.returncode == 0, result.stderr
     assert listed in result.stdout
     assert loaded_by(result) == []
+
+
+def subcommands() -> list[str]:
+    (commands,) = [a for a in build_parser()._actions if isinstance(a.choices, dict)]
+    return sorted(commands.choices)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+@pytest.mark.parametrize("command", subcommands())
+def test_every_command_shows_its_help(command, flag, capsys):
+    try:
+        code = main([command, flag])
+    except SystemExit as stop:  # argparse's own --help exits
+        code = stop.code
+    out = capsys.readouterr().out
+    assert code == 0
+    assert command in out and "%%" not in out
+
+
+def test_help_of_every_method_and_data_builder(capsys):
+    from posttrain.data import registered_data_builders
+    from posttrain.methods import registered_methods
+
+    for method in registered_methods():
+        assert main(["train", "--method", method, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert f"fields of method {method!r}" in out and "--heldout_samples" in out and "%%" not in out
+    for builder, spec in registered_data_builders().items():
+        assert main(["eval", "--data_builder", builder, "--help"]) == 0
+        out = capsys.readouterr().out
+        fields = [f for f in spec.args_class.__dataclass_fields__ if not f.startswith("_")]
+        assert fields and all(f"--{f}" in out for f in fields) and "%%" not in out
+
+
+def test_a_literal_percent_in_help_is_shown_once():
+    text = "keep 5% of rows, ~20%% slower (default: %(default)s)"
+    assert argparse_help(text) % {"default": 3} == "keep 5% of rows, ~20% slower (default: 3)"
 
 
 SFT_RECIPE = """\
