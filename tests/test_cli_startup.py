@@ -1,9 +1,11 @@
 """The CLI starts light and quiet: listing commands and --help load no training stack, every command's help
-renders, and the dependencies' start-up chatter is filtered while real warnings show."""
+renders, the dependencies' start-up chatter is filtered while real warnings show, and --heldout_samples 0 turns
+the held-out check off."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -159,3 +161,37 @@ def test_deepspeed_and_torch_noise_is_filtered_by_source_and_message():
     assert "another DeepSpeed warning" in output
     assert output.count("`torch.distributed.reduce_op` is deprecated") == 1  # user_code's, not vLLM's
     assert "Setting accelerator to CPU" not in output
+
+
+def test_heldout_samples_zero_means_no_heldout_check(
+    tiny_model, offline_cache, tmp_path, monkeypatch, caplog
+):
+    from posttrain.recipe import load_recipe
+    from posttrain.train import preflight
+
+    monkeypatch.chdir(tmp_path)
+    Path("recipe.yaml").write_text(SFT_RECIPE.format(model=tiny_model))
+    checks = preflight(load_recipe("recipe.yaml", ["--heldout_samples", "0"]))
+    assert checks.test is None and checks.metric is None
+    assert preflight(load_recipe("recipe.yaml")).test.num_rows == 4
+    caplog.set_level(logging.INFO)
+    assert main(["validate", "recipe.yaml", "--heldout_samples", "0"]) == 0
+    assert "recipe.yaml: OK (method sft, 8 training rows)" in caplog.text
+
+
+def test_negative_heldout_samples_is_refused(tiny_model, offline_cache, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    Path("recipe.yaml").write_text(SFT_RECIPE.format(model=tiny_model))
+    assert main(["validate", "recipe.yaml", "--no-data", "--heldout_samples", "-1"]) == 2
+    assert "heldout_samples must be 0 (no held-out check) or a number of prompts, not -1." in caplog.text
+
+
+@pytest.mark.slow
+def test_training_with_heldout_samples_zero(tiny_model, offline_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("recipe.yaml").write_text(
+        SFT_RECIPE.format(model=tiny_model).replace("max_length: 120", "max_length: 512")
+    )
+    assert main(["train", "recipe.yaml", "--heldout_samples", "0"]) == 0
+    results = json.loads(Path("out/results.json").read_text())
+    assert "train" in results and "before" not in results and "after" not in results
