@@ -10,8 +10,10 @@ posttrain datasets | rewards | methods | builders   list what is registered
 `posttrain train --help` (with a recipe or --method, that method's) lists every recipe field with its help;
 `posttrain eval --help` every evaluation field.
 
-The CLI is the top layer: it imports each command's modules when the command runs, so listing commands and
---help start without loading the training stack.
+The CLI is the top layer: it imports each command's modules when the command runs, so --help, `datasets` and
+`rewards` start without loading the training stack (`methods` and `builders` import the method packages, whose
+configs are TRL's). Logging is set up by :mod:`posttrain.logs`, which also filters the training stack's start-up
+messages that ask nothing of the user.
 
 Errors: bad input (a :class:`posttrain.errors.UserError`, a missing file, a checkpoint that cannot be resumed, a
 reward that breaks its contract) ends in one ``error: <message>`` line, sometimes a ``hint:`` line, and exit
@@ -24,7 +26,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+
+from posttrain.logs import setup_logging
 
 logger = logging.getLogger("posttrain")
 
@@ -210,9 +215,15 @@ def field_help(command: str, config_path: str | None, overrides: list[str]) -> s
         title = f"posttrain {command} RECIPE.yaml [--field value ...]  (fields of method {method.name!r})"
     parser = HfArgumentParser(types, prog=title, add_help=False)
     for action in parser._actions:
-        if action.help:  # argparse formats help with %-interpolation: a literal % must be doubled
-            action.help = action.help.replace("%", "%%")
+        if action.help:
+            action.help = argparse_help(action.help)
     return parser.format_help()
+
+
+def argparse_help(text: str) -> str:
+    """``text`` as argparse must receive a help string: argparse %-formats it, so a lone ``%`` (``5% of rows``)
+    becomes ``%%``. A ``%%`` (transformers and TRL write their own help so) and a ``%(name)s`` are kept."""
+    return re.sub(r"%%|%\(|%", lambda m: m.group() if len(m.group()) == 2 else "%%", text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,8 +336,7 @@ def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     try:
         return _dispatch(parser, argv)
     except Exception as err:

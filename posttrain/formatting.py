@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoTokenizer
 from posttrain.configs import DataArguments
 from posttrain.data import DataError, require_columns
 from posttrain.generation import render_prompt, render_prompts
-from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
+from posttrain.models import EMBEDDED_MODELS, conversation_text, embedded_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -204,15 +204,6 @@ def prefixed_chat_template(processing_class, prefix: str) -> str:
             "prompt_format: raw and write the prompt's markup yourself."
         )
     return extended
-
-
-def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
-    """One (prompt, answer) pair as the text a reward model reads: chat messages through the chat template,
-    plain strings joined. Training and scoring render pairs with this one function, so they always agree."""
-    if isinstance(prompt, str):
-        return prompt + (completion if isinstance(completion, str) else completion[0]["content"])
-    answer = completion if not isinstance(completion, str) else [{"role": "assistant", "content": completion}]
-    return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)
 
 
 def _local_config(model_name_or_path: str, revision: str) -> tuple[str, Any] | None:

@@ -18,6 +18,7 @@ PACKAGES = ("posttrain", "rewards", "eval")
 LAYERS = {
     "posttrain": 0,
     "posttrain.paths": 0,
+    "posttrain.logs": 0,
     "posttrain.packages": 0,
     "posttrain.configs": 0,
     "posttrain.data": 0,
