@@ -10,7 +10,6 @@ any model loads.
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,12 @@ from posttrain.configs import DataArguments
 from posttrain.data import DataError, require_columns
 from posttrain.generation import render_prompt, render_prompts
 from posttrain.models import EMBEDDED_MODELS, conversation_text, embedded_model_dir
+from posttrain.templates import template_columns
 
 logger = logging.getLogger(__name__)
 
 # The columns TRL's trainers read images from, next to a conversational prompt.
 IMAGE_FIELDS = ("image", "images")
-
-
-def template_columns(template: str | None) -> set[str]:
-    """The column names a format string reads (``'{question}'`` -> ``{'question'}``)."""
-    if not template:
-        return set()
-    names = set()
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name:
-            names.add(name.split(".", 1)[0].split("[", 1)[0])
-    return names
 
 
 def required_columns(data: DataArguments, completion: bool) -> set[str]:

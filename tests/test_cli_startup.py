@@ -45,7 +45,13 @@ def loaded_by(result: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.mark.parametrize(
     ("argv", "listed"),
-    [(["--help"], "validate"), (["datasets"], "gsm_symbolic"), (["rewards"], "reward_model")],
+    [
+        (["--help"], "validate"),
+        (["datasets"], "gsm_symbolic"),
+        (["rewards"], "reward_model"),
+        (["methods"], "cls_rl"),
+        (["builders"], "classification"),
+    ],
 )
 def test_listing_commands_do_not_load_the_training_stack(argv, listed):
     result = run_python(PROBE.format(heavy=HEAVY), *argv)

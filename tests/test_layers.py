@@ -27,6 +27,7 @@ LAYERS = {
     "posttrain.plots": 0,
     "posttrain.formatting": 0,
     "posttrain.parsing": 0,
+    "posttrain.templates": 0,
     "posttrain.renames": 0,
     "posttrain.jsonl": 0,
     "posttrain.generation": 0,
