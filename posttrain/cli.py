@@ -10,9 +10,9 @@ posttrain datasets | rewards | methods | builders   list what is registered
 `posttrain train --help` (with a recipe or --method, that method's) lists every recipe field with its help;
 `posttrain eval --help` every evaluation field.
 
-The CLI is the top layer: it imports each command's modules when the command runs, so --help, `datasets` and
-`rewards` start without loading the training stack (`methods` and `builders` import the method packages, whose
-configs are TRL's). Logging is set up by :mod:`posttrain.logs`, which also filters the training stack's start-up
+The CLI is the top layer: it imports each command's modules when the command runs, so --help, `datasets`,
+`rewards`, `methods` and `builders` start without loading the training stack (method records name their
+trainer classes, imported when a recipe uses them). Logging is set up by :mod:`posttrain.logs`, which also filters the training stack's start-up
 messages that ask nothing of the user.
 
 Errors: bad input (a :class:`posttrain.errors.UserError`, a missing file, a checkpoint that cannot be resumed, a
