@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 from posttrain.logs import setup_logging
 
@@ -298,6 +299,10 @@ def _rank_specific(err: BaseException) -> bool:
     return contract is not None and isinstance(err, contract.RewardContractError)
 
 
+#: Seconds a process that does not report a launch's bad input waits before exiting (see report_user_error).
+REPORT_GRACE_S = 5.0
+
+
 def report_user_error(err: BaseException) -> None:
     """Log bad input as ``error: <message>`` (and ``hint: <hint>``), once per machine of a launch.
 
@@ -305,11 +310,15 @@ def report_user_error(err: BaseException) -> None:
     of each machine (``LOCAL_RANK`` 0) reports it, so a launch on 8 GPUs prints it once, and a file missing on
     one machine only is still reported there. An error from one rank's own samples (a reward breaking its
     contract) is reported by that rank, with its rank.
+
+    The other processes wait ``REPORT_GRACE_S`` before they exit: the launcher stops every process as soon as one
+    exits, and the reporting process, a moment behind, must still get to print the error.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank_specific = _rank_specific(err)
     if world > 1 and not rank_specific and int(os.environ.get("LOCAL_RANK", "0")) != 0:
         logger.debug("error: %s", err)
+        time.sleep(REPORT_GRACE_S)
         return
     prefix = f"[rank {os.environ.get('RANK', '0')}] " if world > 1 and rank_specific else ""
     logger.error("error: %s%s", prefix, err)
