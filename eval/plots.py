@@ -39,6 +39,36 @@ def reliability_diagram(
     return Path(path)
 
 
+def reliability_grid(
+    panels: Sequence[tuple[str, Sequence[Mapping[str, Any]] | None]], path: str | Path, columns: int
+) -> Path:
+    """Reliability diagrams side by side, ``columns`` to a row: each panel is a title and the output of
+    ``reliability_bins`` (None leaves the panel empty, say for a model that stated no confidence)."""
+    rows = math.ceil(len(panels) / columns)
+    layout = {
+        "nrows": 2 * rows,
+        "ncols": columns,
+        "figsize": (3.4 * columns, 4.0 * rows),
+        "squeeze": False,
+        "gridspec_kw": {"height_ratios": [3, 1] * rows},
+    }
+    with saved_figure(path, "Reliability diagrams", **layout) as (_, axes):
+        for index in range(rows * columns):
+            top, bottom = (
+                axes[2 * (index // columns)][index % columns],
+                axes[2 * (index // columns) + 1][index % columns],
+            )
+            if index >= len(panels) or panels[index][1] is None:
+                if index < len(panels):
+                    top.set_title(f"{panels[index][0]}  (no confidence)", fontsize=9)
+                top.axis("off")
+                bottom.axis("off")
+                continue
+            title, bins = panels[index]
+            _draw_reliability(top, bottom, [b for b in bins if b["count"]], ece_from_bins(bins), title)
+    return Path(path)
+
+
 def _draw_reliability(top, bottom, filled: list[Mapping[str, Any]], ece: float, title: str) -> None:
     lefts = [b["lo"] for b in filled]
     widths = [b["hi"] - b["lo"] for b in filled]

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from eval.answer_confidence import COMBINATIONS, answer_text, answer_token_probabilities, combine
 from eval.calibration import parse_confidence
 from eval.metrics import vote_answer
 from eval.summary import summarize_samples, write_comparison, write_json
@@ -98,6 +99,26 @@ class EvalArguments:
         default=False,
         metadata={"help": "Parse a stated 'Confidence: X' from each sample and report ECE, Brier and AUROC."},
     )
+    confidence_cue: str | None = field(
+        default=None,
+        metadata={
+            "help": "With confidence: after each answer (the sample before any confidence it states), write a new "
+            "line and this cue, and let the model continue it greedily for confidence_max_new_tokens tokens; the "
+            "confidence is read from the cue and its continuation. E.g. 'Confidence (0-9): ' for a ConfTuner model "
+            "on a tokenizer with the 0..9 scale. None: the confidence the sample states itself."
+        },
+    )
+    confidence_max_new_tokens: int = field(
+        default=4, metadata={"help": "New tokens after confidence_cue (the number and a little more)."}
+    )
+    logit_confidence: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also report calibration of a confidence that needs no training: the probability the model "
+            "gives its own answer, teacher-forced, as the 'mean' of the answer tokens' probabilities or their "
+            "'product'. Reported as logit_ece, logit_brier, logit_auroc. None: not computed."
+        },
+    )
     max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate a fixed, seeded subset of this many prompts."}
     )
@@ -158,6 +179,18 @@ class EvalArguments:
             raise ValueError(f"n must be at least 1, got {self.n}.")
         if self.n > 1 and self.temperature == 0:
             raise ValueError(f"n={self.n} samples at temperature 0 are identical; set temperature > 0.")
+        if self.confidence_cue is not None and not self.confidence:
+            raise ValueError(
+                "confidence_cue asks for a confidence after each answer: also set confidence: true."
+            )
+        if self.confidence_max_new_tokens < 1:
+            raise ValueError(
+                f"confidence_max_new_tokens must be at least 1, got {self.confidence_max_new_tokens}."
+            )
+        if self.logit_confidence is not None and self.logit_confidence not in COMBINATIONS:
+            raise ValueError(
+                f"logit_confidence must be one of {', '.join(COMBINATIONS)} (or null), got {self.logit_confidence!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -333,6 +366,26 @@ def _check_context(tokenizer, prompts: list[str], limit: int, max_new_tokens: in
         )
 
 
+def _cued_confidences(
+    engine: Any, rendered: list[str], completions: list[str], args: EvalArguments
+) -> list[str]:
+    """The cue and the model's greedy continuation of it, written after each completion's answer."""
+    cued = [
+        p + answer_text(c) + "\n" + args.confidence_cue for p, c in zip(rendered, completions, strict=True)
+    ]
+    greedy = Sampling(1, 0.0, 1.0, args.confidence_max_new_tokens, args.seed)
+    return [args.confidence_cue + group[0] for group in engine.generate(cued, greedy)]
+
+
+def _scoring_model(engine: Any, model_path: str | None) -> Any:
+    """A model in memory to score answers with: the HF engine's own, or the checkpoint loaded in float32."""
+    model = getattr(engine, "model", None)
+    if isinstance(model, torch.nn.Module):
+        return model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+
+
 def evaluate_model(
     spec: ModelSpec,
     args: EvalArguments,
@@ -361,6 +414,7 @@ def evaluate_model(
         # in bfloat16 where another batch composition changes many samples.
         chunks = [mine[s : s + args.chunk_size] for s in range(0, len(mine), args.chunk_size)]
         chunks = [chunk for chunk in chunks if any(i not in done for i in chunk)]
+        model_path = None  # an engine passed in wraps a model in memory
         if engine is None:
             model_path = _merged_model(spec, out)
             tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -383,11 +437,13 @@ def evaluate_model(
                 raise OSError(f"Model {spec.model!r} ({model_path}) does not load: {err}") from err
         sampling = Sampling(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed)
         columns = [c for c in dataset.column_names if c != "prompt"]
+        scorer_model = None
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
         generated_tokens, started = 0, time.perf_counter()
         with path.open("a", encoding="utf-8") as sink:
             for chunk in chunks:
                 generated = engine.generate([prompts[i] for i in chunk], sampling)
+                generated_tokens += engine.last_tokens  # before the cue's continuations
                 indices = [i for i in chunk if i not in done]
                 completions = [group for i, group in zip(chunk, generated, strict=True) if i not in done]
                 flat = [c for group in completions for c in group]
@@ -397,6 +453,20 @@ def evaluate_model(
                     fn.__name__: score_completions(fn, flat_prompts, flat, kwargs, tokenizer=tokenizer)
                     for fn in scorers
                 }
+                rendered = [prompts[i] for i in indices for _ in range(args.n)]
+                cued = _cued_confidences(engine, rendered, flat, args) if args.confidence_cue else None
+                logits = None
+                if args.logit_confidence:
+                    if scorer_model is None:
+                        scorer_model = _scoring_model(engine, model_path)
+                    probabilities = answer_token_probabilities(
+                        scorer_model, tokenizer, rendered, [answer_text(t) for t in flat]
+                    )
+                    logits = [combine(p, args.logit_confidence) for p in probabilities]
+                if cued is not None:
+                    cued = [cued[j * args.n : (j + 1) * args.n] for j in range(len(indices))]
+                if logits is not None:
+                    logits = [logits[j * args.n : (j + 1) * args.n] for j in range(len(indices))]
                 for j, index in enumerate(indices):
                     texts = completions[j]
                     row = {
@@ -409,12 +479,16 @@ def evaluate_model(
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
-                        row["confidences"] = [parse_confidence(t) for t in texts]
+                        if cued is not None:
+                            row["cued_confidences"] = cued[j]
+                        stated = cued[j] if cued is not None else texts
+                        row["confidences"] = [parse_confidence(t) for t in stated]
+                    if logits is not None:
+                        row["logit_confidences"] = logits[j]
                     line = sample_line(row)
                     sink.write(line + "\n")
                     done[index] = json.loads(line)  # as a resumed run reads it back
                 sink.flush()
-                generated_tokens += engine.last_tokens
                 progress.update(len(indices))
                 progress.set_postfix(tok_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
         progress.close()

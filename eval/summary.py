@@ -14,7 +14,7 @@ from eval.plots import comparison_plot, reliability_diagram
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = ("pass@1", "maj@", "mean@", "ece", "brier", "auroc")
+HEADLINE = ("pass@1", "maj@", "mean@", "ece", "brier", "auroc", "logit_ece", "logit_brier", "logit_auroc")
 
 
 def _ks(n: int) -> list[int]:
@@ -101,9 +101,46 @@ def summarize_samples(rows: list[dict], args, out: Path, label: str) -> dict[str
             summary.setdefault("notes", {})["calibration"] = (
                 "no sample stated a confidence: no ECE, Brier or AUROC"
             )
+    if rows and "logit_confidences" in rows[0]:
+        logit = _logit_calibration(rows, primary, args, out, label, reasons)
+        summary.setdefault("notes", {}).update(logit.pop("notes", {}))
+        summary.update(logit)
+        if not summary["notes"]:
+            del summary["notes"]
     summary = explain_undefined(summary, reasons)
     logger.info("%s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if _headline(k, v)))
     return summary
+
+
+def _logit_calibration(
+    rows: list[dict], primary: str, args, out: Path, label: str, reasons: dict[str, str]
+) -> dict[str, Any]:
+    """Calibration of the confidence read from the answer's token probabilities (``logit_confidence``), as
+    ``logit_*`` keys, with its reliability diagram in ``reliability_logit.png``."""
+    pairs = [
+        (c, float(s is not None and s >= args.threshold))
+        for row in rows
+        for c, s in zip(row["logit_confidences"], row["scores"][primary], strict=True)
+        if c is not None
+    ]
+    if not pairs:
+        return {"notes": {"logit_calibration": "every answer was empty: no logit-based confidence"}}
+    conf, correct = [p[0] for p in pairs], [p[1] for p in pairs]
+    calibration = calibration_summary(conf, correct)
+    result = {
+        f"logit_{k}": v for k, v in calibration.items() if k in ("ece", "brier", "auroc", "mean_confidence")
+    }
+    result["logit_confidence"] = args.logit_confidence
+    result["logit_calibrated_samples"] = calibration["n"]
+    result["logit_reliability"] = reliability_bins(conf, correct)
+    reliability_diagram(
+        result["logit_reliability"],
+        out / "reliability_logit.png",
+        title=f"{label}, answer probability ({args.logit_confidence}, {len(pairs)} answers)",
+    )
+    verdict = "correct" if all(correct) else "wrong"
+    reasons["logit_auroc"] = f"logit AUROC undefined: all {len(pairs)} non-empty answers are {verdict}"
+    return result
 
 
 def _headline(key: str, value: Any) -> bool:

@@ -75,6 +75,15 @@ def _user_turn(data: DataArguments, text: str):
     return messages + [{"role": "user", "content": text}]
 
 
+def row_prompt(data: DataArguments, row: dict[str, Any]) -> Any:
+    """The prompt of one unformatted row as :func:`format_split` builds it (without a response prefix): the
+    ``prompt_template`` over the row's columns, or the row's own ``prompt`` column."""
+    if not data.prompt_template:
+        return row["prompt"]
+    values = {name: row[name] for name in template_columns(data.prompt_template)}
+    return _user_turn(data, data.prompt_template.format(**values))
+
+
 def format_split(
     dataset: Dataset,
     data: DataArguments,

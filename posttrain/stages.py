@@ -27,17 +27,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
-from posttrain.data import load_recipe_splits
+from posttrain.data import load_recipe_splits, require_columns
 from posttrain.errors import UserError
+from posttrain.formatting import template_columns
 from posttrain.generation import Sampling, make_engine, render_prompt
 from posttrain.jsonl import read_jsonl
 from posttrain.models import resolve_model_path
@@ -47,18 +48,28 @@ logger = logging.getLogger(__name__)
 
 PART = "part-rank{rank}.jsonl"
 COMPLETE = "stage.json"
+SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
 class Stage:
     """One data stage: ``run(rows, context)`` maps a batch of input rows to one output row each (None drops a
-    row). ``uses_model`` says whether ``context.model``/``context.tokenizer`` are needed."""
+    row). ``uses_model`` says whether ``context.model``/``context.tokenizer`` are needed.
+
+    ``reads(recipe)`` names the input columns the stage needs beyond the prompt template's, and ``writes`` maps
+    each column it adds to an example value: before the stages have run (``posttrain validate``), the source
+    data is checked for the first and given the second (:func:`with_stage_columns`), so that the checks see
+    rows shaped as training will. ``summary(rows)``, given every output row once the stage is complete, returns
+    statistics written to ``<stage folder>/summary.json`` and logged."""
 
     name: str
     run: Callable[[list[dict[str, Any]], StageContext], list[dict[str, Any] | None]]
     uses_model: bool = False
     batch_size: int = 16
     description: str = ""
+    reads: Callable[[Recipe], Iterable[str]] | None = None
+    writes: Mapping[str, Any] = field(default_factory=dict)
+    summary: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -212,6 +223,10 @@ def run_stage(stage: Stage, rows: Dataset, folder: Path, context: StageContext, 
             for row in kept:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         staging.replace(merged)
+        if stage.summary is not None:
+            stats = stage.summary(kept)
+            (folder / SUMMARY).write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
+            logger.info("Stage %s: %s", stage.name, json.dumps(stats, default=str))
         complete.write_text(
             json.dumps({"fingerprint": fingerprint, "rows": len(kept), "dropped": len(rows) - len(kept)})
         )
@@ -256,3 +271,27 @@ def run_stages(recipe: Recipe) -> Path:
         splits["test"].to_json(str(folder / "test.jsonl"))
     _barrier(world, timeout_s=600)
     return folder
+
+
+def with_stage_columns(recipe: Recipe, splits: DatasetDict) -> DatasetDict:
+    """The source data as the method's stages will leave it, for checks made before they run.
+
+    When the training split lacks a column some stage writes (the stages have not run: ``posttrain validate``),
+    it is checked for the columns the stages read (the prompt template's and each stage's ``reads``) and gets
+    every written column, filled with the stage's example value. Data that already has them (the stages' own
+    output, which ``posttrain train`` reads) is returned as it is."""
+    stages = recipe.method.stages
+    written = {name: value for stage in stages for name, value in stage.writes.items()}
+    train = splits.get("train")
+    if not stages or train is None or all(name in train.column_names for name in written):
+        return splits
+    needed = set(template_columns(recipe.data.prompt_template))
+    for stage in stages:
+        if stage.reads is not None:
+            needed |= set(stage.reads(recipe))
+    needed -= set(written)
+    require_columns(train, sorted(needed), what=f"the data stages of method {recipe.method.name!r}")
+    for name, value in written.items():
+        if name not in train.column_names:
+            train = train.add_column(name, [value] * len(train))
+    return DatasetDict({**splits, "train": train})

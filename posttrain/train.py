@@ -35,7 +35,7 @@ from posttrain.formatting import (
 from posttrain.parsing import RecipeError, read_yaml
 from posttrain.plots import plot_training_curves
 from posttrain.recipe import Recipe
-from posttrain.stages import on_stage_output, run_stages
+from posttrain.stages import on_stage_output, run_stages, with_stage_columns
 from posttrain.trainers import restore_finished_run
 from rewards.contract import probe_reward
 from rewards.registry import load_reward_functions, reward_required_columns
@@ -98,7 +98,8 @@ def _preflight(recipe: Recipe) -> Preflight:
     if recipe.recipe.heldout_metric and recipe.recipe.heldout_samples > 0:
         (metric,), _ = load_reward_functions([recipe.recipe.heldout_metric], base_dir=recipe.base_dir)
     evaluation = load_evaluation(recipe)
-    raw = load_splits(recipe)
+    # Before the method's stages have run, their columns are filled in with example values.
+    raw = with_stage_columns(recipe, load_splits(recipe))
     train_data = family.format(
         datasets.DatasetDict({"train": raw["train"]}), recipe, needed, what="the rewards and templates"
     )

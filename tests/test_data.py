@@ -580,3 +580,28 @@ def test_gsm_symbolic_real_download_and_conversion(tmp_path, monkeypatch):
     rows = {json.dumps(r, sort_keys=True) for split in loaded.values() for r in split.to_list()}
     fixture = fixture_rows("gsm_symbolic")
     assert all(json.dumps(r, sort_keys=True) in rows for split in fixture.values() for r in split)
+
+
+def test_row_filter_keeps_matching_rows_of_every_split():
+    from datasets import Dataset, DatasetDict
+
+    from posttrain.data import DataError, get_data_builder
+    from posttrain.data.builders import RowFilterArguments
+
+    questions = ["The language of Dune is", "The capital of Peru is", "The official language of Chile is"]
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"question": questions}),
+            "test": Dataset.from_dict({"question": questions[::-1]}),
+        }
+    )
+    builder = get_data_builder("row_filter")
+    kept = builder.build(splits, RowFilterArguments("question", "^The (official )?language of"))
+    assert kept["train"]["question"] == [questions[0], questions[2]]
+    assert kept["test"]["question"] == [questions[2], questions[0]]
+    with pytest.raises(DataError, match="No row of split 'train'"):
+        builder.build(splits, RowFilterArguments("question", "^The colour"))
+    with pytest.raises(DataError, match="not a column"):
+        builder.build(splits, RowFilterArguments("answer", "x"))
+    with pytest.raises(ValueError, match="not a regular expression"):
+        RowFilterArguments("question", "(")

@@ -16,7 +16,7 @@ from posttrain.methods.families import SFTFamily
 from posttrain.trainers import PosttrainSFTTrainer
 
 REPO = Path(__file__).parent.parent
-BUILT_INS = {"grpo", "sft", "cls_rl", "reward_model"}
+BUILT_INS = {"grpo", "sft", "cls_rl", "reward_model", "conftuner"}
 
 
 def test_registering_a_method_keeps_the_built_ins():

@@ -36,3 +36,20 @@ def test_training_curves_one_panel_per_logged_curve(tmp_path):
     assert path == tmp_path / "curves.png" and path.read_bytes()[:8] == PNG_MAGIC
     assert plot_training_curves([{"step": 1, "epoch": 0.5}], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_reliability_grid_lays_panels_out_in_rows(tmp_path):
+    import struct
+
+    from eval.calibration import reliability_bins
+    from eval.plots import reliability_grid
+    from posttrain.plots import DPI
+
+    bins = reliability_bins([0.1, 0.8, 0.85, 0.95], [0, 1, 0, 1])
+    path = reliability_grid([("a", bins), ("b", None), ("c", bins)], tmp_path / "grid.png", columns=2)
+    header = path.read_bytes()[:24]
+    assert header[:8] == PNG_MAGIC
+    width, height = struct.unpack(
+        ">II", header[16:24]
+    )  # the PNG's IHDR: 2 columns, 2 rows of 3.4 x 4.0 inches
+    assert (width, height) == (round(2 * 3.4 * DPI), round(2 * 4.0 * DPI))

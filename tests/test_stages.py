@@ -161,3 +161,31 @@ def test_a_stage_generates_with_the_shared_service(tiny_model, tmp_path):
     together = context.generate(prompts, sampled)
     alone = [context.generate([p], sampled)[0] for p in reversed(prompts)][::-1]
     assert together == alone
+
+
+def test_a_complete_stage_writes_its_summary(tmp_path):
+    from posttrain.recipe import load_recipe
+    from posttrain.stages import run_stages
+
+    sys.path.insert(0, str(FIXTURES))
+    import plugin_method  # noqa: F401
+
+    recipe_path, _ = setup(tmp_path)
+    run_stages(load_recipe(recipe_path))
+    summary = json.loads((tmp_path / "out" / "stages" / "shout" / "summary.json").read_text())
+    assert summary == {"rows": len(expected()), "ranks": [0]}
+
+
+def test_validate_sees_the_columns_a_stage_will_write(tmp_path, caplog):
+    """The recipe's completion template reads 'answer', which only the stage writes: validation passes before the
+    stage has run, and still names a column the stage's input lacks."""
+    from posttrain.cli import main
+
+    sys.path.insert(0, str(FIXTURES))
+    import plugin_method  # noqa: F401
+
+    recipe, _ = setup(tmp_path)
+    assert main(["validate", str(recipe)]) == 0
+    assert not (tmp_path / "out" / "stages").exists()  # validating ran no stage
+    assert main(["validate", str(recipe), "--prompt_template", "{topic}"]) == 2
+    assert "'topic'" in caplog.text and "data stages" in caplog.text
