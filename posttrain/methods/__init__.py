@@ -11,7 +11,7 @@ Built-in methods are the subpackages of this package; methods from other package
 :func:`register_method`.
 
 A record may name its family by name (``"grpo"``, ``"sft"``, ``"reward_model"``) and its config and trainer
-classes as ``"module:Class"``: they are imported when first used. Listing the methods then imports no training
+classes, its stages and its check as ``"module:attribute"``: they are imported when first used. Listing the methods then imports no training
 stack (``posttrain methods`` starts in well under a second), and a recipe loads only its own method's code.
 """
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "posttrain.methods"
 # The built-in trainer families a record may name instead of giving the object (posttrain.methods.families).
 FAMILY_NAMES = ("grpo", "sft", "reward_model")
-_LAZY_FIELDS = frozenset({"family", "config_class", "trainer_class"})
+_LAZY_FIELDS = frozenset({"family", "config_class", "trainer_class", "stages", "check"})
 
 
 def _resolve(field_name: str, reference: str) -> Any:
