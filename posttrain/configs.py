@@ -34,7 +34,8 @@ class RecipeArguments:
     heldout_samples: int = field(
         default=64,
         metadata={
-            "help": "Number of test-split prompts scored by the held-out check (a fixed, seeded subset)."
+            "help": "Number of test-split prompts scored by the held-out check (a fixed, seeded subset); 0 turns "
+            "the check off."
         },
     )
     heldout_max_new_tokens: int = field(
@@ -61,6 +62,12 @@ class RecipeArguments:
         default=False,
         metadata={"help": "Also run that evaluation on every saved checkpoint (HF engine, the live policy)."},
     )
+
+    def __post_init__(self) -> None:
+        if self.heldout_samples < 0:
+            raise ValueError(
+                f"heldout_samples must be 0 (no held-out check) or a number of prompts, not {self.heldout_samples}."
+            )
 
 
 @dataclass

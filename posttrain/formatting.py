@@ -10,7 +10,6 @@ any model loads.
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,13 @@ from transformers import AutoConfig, AutoTokenizer
 from posttrain.configs import DataArguments
 from posttrain.data import DataError, require_columns
 from posttrain.generation import render_prompt, render_prompts
-from posttrain.models import EMBEDDED_MODELS, embedded_model_dir
+from posttrain.models import EMBEDDED_MODELS, conversation_text, embedded_model_dir
+from posttrain.templates import template_columns
 
 logger = logging.getLogger(__name__)
 
 # The columns TRL's trainers read images from, next to a conversational prompt.
 IMAGE_FIELDS = ("image", "images")
-
-
-def template_columns(template: str | None) -> set[str]:
-    """The column names a format string reads (``'{question}'`` -> ``{'question'}``)."""
-    if not template:
-        return set()
-    names = set()
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name:
-            names.add(name.split(".", 1)[0].split("[", 1)[0])
-    return names
 
 
 def required_columns(data: DataArguments, completion: bool) -> set[str]:
@@ -213,15 +202,6 @@ def prefixed_chat_template(processing_class, prefix: str) -> str:
             "prompt_format: raw and write the prompt's markup yourself."
         )
     return extended
-
-
-def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
-    """One (prompt, answer) pair as the text a reward model reads: chat messages through the chat template,
-    plain strings joined. Training and scoring render pairs with this one function, so they always agree."""
-    if isinstance(prompt, str):
-        return prompt + (completion if isinstance(completion, str) else completion[0]["content"])
-    answer = completion if not isinstance(completion, str) else [{"role": "assistant", "content": completion}]
-    return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)
 
 
 def _local_config(model_name_or_path: str, revision: str) -> tuple[str, Any] | None:

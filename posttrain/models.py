@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from posttrain.packages import extract_members, fetch_artefact
 from posttrain.paths import cache_dir
@@ -22,6 +23,15 @@ logger = logging.getLogger(__name__)
 
 # Written next to a saved reward model's weights, so that a reward spec can tell it is one.
 REWARD_MODEL_MARKER = "reward_model.json"
+
+
+def conversation_text(processing_class, prompt: Any, completion: Any) -> str:
+    """One (prompt, answer) pair as the text a reward model reads: chat messages through the chat template,
+    plain strings joined. Training and scoring render pairs with this one function, so they always agree."""
+    if isinstance(prompt, str):
+        return prompt + (completion if isinstance(completion, str) else completion[0]["content"])
+    answer = completion if not isinstance(completion, str) else [{"role": "assistant", "content": completion}]
+    return processing_class.apply_chat_template([*prompt, *answer], tokenize=False)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A learned reward: a saved regression reward model (method ``reward_model``) scoring (prompt, answer) pairs.
 
 Named in a recipe or an evaluation like any reward: ``{name: reward_model, kwargs: {path: outputs/my-rm}}``. The
-pair is rendered exactly as the reward model was trained on it (:func:`posttrain.formatting.conversation_text`),
-and the model's scalar output is the reward. Models are loaded once per process and path.
+pair is rendered exactly as the reward model was trained on it (:func:`posttrain.models.conversation_text`),
+and the model's scalar output is the reward. Models are loaded once per process and path; torch and transformers
+are imported then too, so that listing or resolving rewards does not load them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-from posttrain.formatting import conversation_text
-from posttrain.models import REWARD_MODEL_MARKER
+from posttrain.models import REWARD_MODEL_MARKER, conversation_text
 from rewards.registry import register_reward
 
 _MODELS: dict[str, tuple[Any, Any, int]] = {}
@@ -35,6 +32,8 @@ def load_reward_model(path: str) -> tuple[Any, Any, int]:
         )
     with _lock:
         if path not in _MODELS:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
             tokenizer = AutoTokenizer.from_pretrained(folder)
             tokenizer.truncation_side = "left"
             model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
@@ -54,6 +53,8 @@ def reward_model(
     **kwargs: Any,
 ) -> list[float]:
     """The score a saved reward model (``path``: its folder) gives each (prompt, completion) pair."""
+    import torch
+
     model, tokenizer, trained_length = load_reward_model(path)
     limit = max_length or trained_length
     texts = [conversation_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]

@@ -562,7 +562,9 @@ def test_a_launch_of_two_processes_prints_bad_input_once(tiny_model, offline_cac
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert len(re.findall(r"exitcode\s*: 2 ", output)) == 2, output  # the launcher's report of each process
+    # The launcher's report: every process that got to exit by itself exited with 2 (it stops the rest).
+    codes = re.findall(r"exitcode\s*: (-?\d+)", output)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, output
     errors = [line for line in output.splitlines() if "error: recipe.yaml cannot run" in line]
     assert len(errors) == 1 and says(errors[0], case.message)
     assert not (tmp_path / "out").exists()

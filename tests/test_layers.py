@@ -18,6 +18,7 @@ PACKAGES = ("posttrain", "rewards", "eval")
 LAYERS = {
     "posttrain": 0,
     "posttrain.paths": 0,
+    "posttrain.logs": 0,
     "posttrain.packages": 0,
     "posttrain.configs": 0,
     "posttrain.data": 0,
@@ -26,6 +27,7 @@ LAYERS = {
     "posttrain.plots": 0,
     "posttrain.formatting": 0,
     "posttrain.parsing": 0,
+    "posttrain.templates": 0,
     "posttrain.renames": 0,
     "posttrain.jsonl": 0,
     "posttrain.generation": 0,

@@ -37,7 +37,7 @@ def test_registering_a_method_keeps_the_built_ins():
 
 def test_a_family_must_be_a_trainer_family():
     with pytest.raises(TypeError, match="not a trainer family"):
-        register_method(Method("bad", "sft", SFTRecipeConfig, PosttrainSFTTrainer, "kind as a string"))
+        register_method(Method("bad", object(), SFTRecipeConfig, PosttrainSFTTrainer, "not a family"))
 
 
 def test_each_built_in_lives_in_its_own_package():
@@ -166,3 +166,19 @@ def test_a_methods_row_columns_reach_its_loss_and_it_trains(tiny_model, tmp_path
     before = load_file(tiny_model / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in after if k in before)
+
+
+def test_a_record_can_name_its_family_and_classes_lazily():
+    method = Method(
+        name="lazy_probe",
+        family="sft",
+        config_class="posttrain.configs:SFTRecipeConfig",
+        trainer_class="posttrain.trainers:PosttrainSFTTrainer",
+        description="named, imported when used",
+    )
+    assert method.kind == "sft"
+    assert object.__getattribute__(method, "family") == "sft"  # listing did not import the family
+    assert method.config_class is SFTRecipeConfig and method.trainer_class is PosttrainSFTTrainer
+    assert method.family.name == "sft" and object.__getattribute__(method, "family") is method.family
+    with pytest.raises(TypeError, match="not a built-in family"):
+        register_method(Method("lazy_bad", "dpo", "x:y", "x:y", "unknown family"))

@@ -177,3 +177,10 @@ class RewardModelFamily(TrainerFamily):
 
     def trainer_kwargs(self, recipe: Any, rewards: list) -> dict[str, Any]:
         return {}
+
+
+# One instance of each built-in family; a method record may name one of them ("grpo", "sft", "reward_model").
+GRPO = GRPOFamily()
+SFT = SFTFamily()
+REWARD_MODEL = RewardModelFamily()
+FAMILIES = {family.name: family for family in (GRPO, SFT, REWARD_MODEL)}

@@ -5,14 +5,11 @@ candidate list per prompt, k shots per class). The thinking variant keeps the de
 plus ``cls_accuracy``; the no-thinking variant sets ``reward_funcs: [cls_equality]``.
 """
 
-from posttrain.configs import GRPORecipeConfig
 from posttrain.data import DataBuilder, register_data_builder
-from posttrain.formatting import template_columns
 from posttrain.methods import Method
 from posttrain.methods.cls_rl.config import ClassificationArguments
 from posttrain.methods.cls_rl.data import build_classification
-from posttrain.methods.grpo import GRPO
-from posttrain.trainers import PosttrainGRPOTrainer
+from posttrain.templates import template_columns
 
 CLASSIFICATION = register_data_builder(
     DataBuilder(
@@ -45,9 +42,9 @@ def check_classification_recipe(recipe) -> list[str]:
 
 METHOD = Method(
     name="cls_rl",
-    family=GRPO,
-    config_class=GRPORecipeConfig,
-    trainer_class=PosttrainGRPOTrainer,
+    family="grpo",
+    config_class="posttrain.configs:GRPORecipeConfig",
+    trainer_class="posttrain.trainers:PosttrainGRPOTrainer",
     description="CLS-RL / No-Thinking-CLS-RL: GRPO on few-shot classification prompts with rule-based rewards.",
     default_rewards=("cls_format", "cls_accuracy"),
     data_builder="classification",

@@ -16,6 +16,7 @@ from typing import Any
 from posttrain.formatting import row_prompt
 from posttrain.generation import Sampling
 from posttrain.stages import Stage, StageContext
+from posttrain.templates import template_columns
 from rewards.judges import Judge, load_judge
 from rewards.qa import answer_part
 
@@ -74,3 +75,32 @@ ANSWER_STAGE = Stage(
     writes={ANSWER_COLUMN: "An answer.", LABEL_COLUMN: 1},
     summary=answer_statistics,
 )
+
+
+STAGES = (ANSWER_STAGE,)
+
+
+def check_conftuner_recipe(recipe) -> list[str]:
+    """ConfTuner trains on the model's own answers, with packing off, judged by a judge that loads."""
+    errors = []
+    if recipe.data.completion_template:
+        errors.append(
+            "method conftuner trains on the model's own answers, which its data stage writes: remove "
+            f"completion_template ({recipe.data.completion_template!r})."
+        )
+    if recipe.data.prompt_template is None:
+        errors.append(
+            "method conftuner needs prompt_template: the question the model answers, e.g. '{question}'."
+        )
+    elif not template_columns(recipe.data.prompt_template):
+        errors.append("prompt_template reads no column: every question would be the same.")
+    if recipe.trainer.packing or recipe.trainer.padding_free:
+        errors.append(
+            "method conftuner reads the confidence at the end of each sequence: set packing and padding_free to "
+            "false."
+        )
+    try:
+        ANSWER_STAGE.reads(recipe)
+    except ValueError as err:
+        errors.append(f"judge: {err}")
+    return errors

@@ -5,18 +5,13 @@ outcomes with known confounders removed). The saved model is then a reward for G
 ``{name: reward_model, kwargs: {path: <output_dir>}}``.
 """
 
-from posttrain.configs import RewardModelConfig
 from posttrain.methods import Method
-from posttrain.methods.families import RewardModelFamily
-from posttrain.trainers import RewardRegressionTrainer
-
-REWARD_MODEL = RewardModelFamily()
 
 METHOD = Method(
     name="reward_model",
-    family=REWARD_MODEL,
-    config_class=RewardModelConfig,
-    trainer_class=RewardRegressionTrainer,
+    family="reward_model",
+    config_class="posttrain.configs:RewardModelConfig",
+    trainer_class="posttrain.trainers:RewardRegressionTrainer",
     description="A regression reward model: predicts each row's outcome from its prompt and answer.",
 )
 METHODS = (METHOD,)
