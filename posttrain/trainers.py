@@ -21,6 +21,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
 from trl import GRPOTrainer, SFTTrainer
 
+from posttrain.checkpoints import checkpoint_step
 from posttrain.errors import UserError
 from posttrain.formatting import conversation_text
 from posttrain.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
@@ -44,13 +45,6 @@ def _jsonable(value: Any) -> Any:
     if type(value).__module__.startswith("PIL."):  # an image in a multimodal prompt: its size, not its pixels
         return f"<image {value.width}x{value.height}>"
     return str(value)
-
-
-def _checkpoint_step(checkpoint: str | bool | None) -> int:
-    """The step a run resumes at: the checkpoint's, 0 when it starts fresh."""
-    if not isinstance(checkpoint, (str, Path)):
-        return 0
-    return int(json.loads(Path(checkpoint, "trainer_state.json").read_text())["global_step"])
 
 
 class CompletionLog:
@@ -101,7 +95,9 @@ class PosttrainGRPOTrainer(GRPOTrainer):
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if self.completion_log is not None:
-            self.completion_log.rewind(_checkpoint_step(resume_from_checkpoint))
+            # A fresh run (None) starts at step 0; transformers also accepts True, which posttrain never passes.
+            fresh = not isinstance(resume_from_checkpoint, (str, Path))
+            self.completion_log.rewind(0 if fresh else checkpoint_step(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -14,6 +14,7 @@ from posttrain.configs import SFTRecipeConfig
 from posttrain.methods import Method, get_method, register_method, registered_methods
 from posttrain.methods.families import SFTFamily
 from posttrain.trainers import PosttrainSFTTrainer
+from tests.test_recipe import GRPO_BASE
 
 REPO = Path(__file__).parent.parent
 BUILT_INS = {"grpo", "sft", "cls_rl", "reward_model", "conftuner"}
@@ -80,20 +81,7 @@ def test_help_lists_every_field_with_its_help(argv, fields, capsys, monkeypatch)
     assert "Python format string filled from each row" in out  # a help string, not only the names
 
 
-GRPO = {
-    "method": "grpo",
-    "model_name_or_path": "smollm2-135m-instruct",
-    "dataset_name": "gsm_symbolic",
-    "prompt_template": "{question}",
-    "reward_funcs": ["numeric_answer"],
-    "loss_type": "grpo",
-    "beta": 0.0,
-    "scale_rewards": "group",
-    "num_generations": 4,
-    "per_device_train_batch_size": 4,
-    "use_cpu": True,
-    "report_to": "none",
-}
+GRPO = {**GRPO_BASE, "beta": 0.0}
 
 
 def test_validate_runs_the_checks_train_runs_before_the_model(tmp_path, offline_cache):

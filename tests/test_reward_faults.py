@@ -23,6 +23,7 @@ import rewards.contract as contract
 from posttrain.recipe import RecipeError, load_recipe
 from posttrain.trainers import PosttrainGRPOTrainer
 from rewards.contract import RewardContractError, RewardTimeoutError, checked_reward, pop_error_counts
+from tests.test_recipe import GRPO_BASE
 
 STEP = SimpleNamespace(global_step=6)  # what TRL passes as trainer_state while it computes step 7
 LIMIT = 0.3  # seconds: short, so that a hang costs the suite little
@@ -293,20 +294,7 @@ def test_checked_reward_refuses_a_bad_timeout(timeout):
 
 # -- the recipe and the trainer -----------------------------------------------------------------
 
-GRPO = {
-    "method": "grpo",
-    "model_name_or_path": "smollm2-135m-instruct",
-    "dataset_name": "gsm_symbolic",
-    "prompt_template": "{question}",
-    "reward_funcs": ["numeric_answer"],
-    "loss_type": "grpo",
-    "beta": 0.0,
-    "scale_rewards": "group",
-    "num_generations": 4,
-    "per_device_train_batch_size": 4,
-    "use_cpu": True,
-    "report_to": "none",
-}
+GRPO = {**GRPO_BASE, "beta": 0.0}
 
 
 def recipe(tmp_path, overrides=(), **fields):
