@@ -295,9 +295,9 @@ def main() -> None:
     for task in EVALS:
         short = task.split(" (")[0]
         panels += [
-            (f"base, verbal, {short}", summaries["base"][task].get("reliability")),
-            (f"base, answer prob., {short}", summaries["base"][task].get("logit_reliability")),
-            (f"{first}, verbal, {short}", summaries[first][task].get("reliability")),
+            (f"{short}: base, verbal", summaries["base"][task].get("reliability")),
+            (f"{short}: base, answer prob.", summaries["base"][task].get("logit_reliability")),
+            (f"{short}: {first}", summaries[first][task].get("reliability")),
         ]
     reliability_grid(panels, out / "reliability.png", columns=3)
 
