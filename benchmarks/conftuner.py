@@ -1,7 +1,7 @@
 """ConfTuner on this CPU: the embedded model before and after ConfTuner, calibration in-domain and on a task it
 never trained on, beside the logit-based baseline; the loss's cost; time and memory of each phase.
 
-    python benchmarks/conftuner.py [--seeds 0 1] [--train-rows 400] [--eval-rows 200] [--out outputs/conftuner_bench]
+    python benchmarks/conftuner.py [--seeds 0 1] [--train-rows 200] [--eval-rows 200] [--out outputs/conftuner_bench]
 
 For each seed, ``recipes/conftuner/qa_language_cpu.yaml`` runs in two commands: ``posttrain stage`` (the model
 answers the training questions greedily; qa_contains judges them) and ``posttrain train`` (LoRA with the tokenized
@@ -218,7 +218,7 @@ def cell(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--train-rows", type=int, default=400)
+    parser.add_argument("--train-rows", type=int, default=200)
     parser.add_argument("--eval-rows", type=int, default=200)
     parser.add_argument("--engine", default="hf", help="generation engine of the evaluations")
     parser.add_argument("--loss-repeats", type=int, default=6)
@@ -295,9 +295,9 @@ def main() -> None:
     for task in EVALS:
         short = task.split(" (")[0]
         panels += [
-            (f"base, verbal, {short}", summaries["base"][task].get("reliability")),
-            (f"base, answer prob., {short}", summaries["base"][task].get("logit_reliability")),
-            (f"{first}, verbal, {short}", summaries[first][task].get("reliability")),
+            (f"{short}: base, verbal", summaries["base"][task].get("reliability")),
+            (f"{short}: base, answer prob.", summaries["base"][task].get("logit_reliability")),
+            (f"{short}: {first}", summaries[first][task].get("reliability")),
         ]
     reliability_grid(panels, out / "reliability.png", columns=3)
 

@@ -30,7 +30,8 @@ def answer_token_probabilities(
     """Each answer token's probability under ``model`` after its rendered prompt, teacher-forced.
 
     The answer's tokens are those of ``prompt + answer`` after the prompt's own tokens; an empty answer has
-    none. Sequences are right-padded, so positions need no adjusting."""
+    none. Sequences are left-padded (positions count real tokens only), so every answer ends at the last position
+    and the output projection runs over the last few positions only (``logits_to_keep``), not over the prompts."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts for {len(answers)} answers.")
     device = next(model.parameters()).device
@@ -46,25 +47,31 @@ def answer_token_probabilities(
         )
         alone = tokenizer(list(batch_prompts), add_special_tokens=False)
         ids = full["input_ids"]
-        starts = []
+        answer_lengths = []
         for sequence, prompt_ids in zip(ids, alone["input_ids"], strict=True):
             shared = 0
             while shared < min(len(sequence), len(prompt_ids)) and sequence[shared] == prompt_ids[shared]:
                 shared += 1
-            starts.append(max(shared, 1))  # the first token has nothing before it to be predicted from
+            # The first token has nothing before it to be predicted from.
+            answer_lengths.append(len(sequence) - max(shared, 1))
         longest = max(len(s) for s in ids)
         input_ids = torch.full((len(ids), longest), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), longest), dtype=torch.long)
         for row, sequence in enumerate(ids):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
-        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = input_ids[:, 1:].to(device)
+            input_ids[row, longest - len(sequence) :] = torch.tensor(sequence)
+            mask[row, longest - len(sequence) :] = 1
+        keep = max(answer_lengths) + 1
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0).to(device),
+            logits_to_keep=keep,
+        ).logits.float()  # the last `keep` positions
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # position j predicts the token after it
+        targets = input_ids[:, longest - keep + 1 :].to(device)
         token_log_probs = log_probs.gather(2, targets.unsqueeze(-1)).squeeze(-1).cpu()
-        for row, sequence in enumerate(ids):
-            # Token t is predicted at position t - 1.
-            results.append(token_log_probs[row, starts[row] - 1 : len(sequence) - 1].exp().tolist())
+        for row, length in enumerate(answer_lengths):
+            results.append(token_log_probs[row, keep - 1 - length :].exp().tolist() if length else [])
     return results
 
 

@@ -66,6 +66,8 @@ def reliability_grid(
                 continue
             title, bins = panels[index]
             _draw_reliability(top, bottom, [b for b in bins if b["count"]], ece_from_bins(bins), title)
+            top.title.set_fontsize(8)
+            bottom.set_xlim(0, 1)  # the panels are compared by eye: one confidence axis for all
     return Path(path)
 
 
