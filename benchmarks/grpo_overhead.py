@@ -152,13 +152,24 @@ def run_bare_trl(model_path: str, steps: int, completion_length: int, workdir: P
 RUNNERS = {"bare TRL": run_bare_trl, "posttrain": run_posttrain}
 
 
-def run_leg(name: str, model_path: str, args: argparse.Namespace) -> list[float]:
-    """One fresh trainer of side ``name``; its steady-state seconds per step (warm-up steps dropped)."""
+def work_done(log_history: list[dict]) -> list[tuple[float, float]]:
+    """Per step, the mean completion length and the mean reward: equal on both sides when they generated the
+    same completions, so that a paired step compares the same work."""
+    return [
+        (entry.get("completions/mean_length", float("nan")), round(entry.get("reward", float("nan")), 6))
+        for entry in log_history
+        if "step_time" in entry
+    ]
+
+
+def run_leg(name: str, model_path: str, args: argparse.Namespace) -> tuple[list[float], list]:
+    """One fresh trainer of side ``name``: its steady-state seconds per step (warm-up steps dropped) and the work
+    of every step (:func:`work_done`)."""
     with tempfile.TemporaryDirectory() as tmp:
         history = RUNNERS[name](model_path, args.steps, args.completion_length, Path(tmp))
     times = step_times(history)[args.warmup :]
     logger.info("%s: %s s/step; %s", name, [round(t, 2) for t in times], reward_summary(history))
-    return times
+    return times, work_done(history)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -179,17 +190,19 @@ def spread(values: list[float]) -> dict[str, float]:
 def measure(model_path: str, args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {name: [] for name in RUNNERS}
     ratios: list[float] = []
+    same_work = True
     started = time.perf_counter()
     for repeat in range(args.repeats):
         # ABBA: drift on a shared machine (and anything that warms up over the process) hits both sides alike.
-        legs = {}
+        legs, work = {}, {}
         for position, name in enumerate(["bare TRL", "posttrain", "posttrain", "bare TRL"]):
             logger.info("repeat %d/%d, leg %d/4: %s", repeat + 1, args.repeats, position + 1, name)
-            legs[position] = run_leg(name, model_path, args)
+            legs[position], work[position] = run_leg(name, model_path, args)
             times[name].extend(legs[position])
         # Adjacent legs of the two sides ran the same prompts in the same order: pair their steps.
-        for ours, bare in ((legs[1], legs[0]), (legs[2], legs[3])):
-            ratios += [o / b for o, b in zip(ours, bare, strict=True)]
+        for ours, bare in ((1, 0), (2, 3)):
+            ratios += [o / b for o, b in zip(legs[ours], legs[bare], strict=True)]
+            same_work &= work[ours] == work[bare]
     if not ratios:
         raise SystemExit(f"No steady-state steps to compare: raise --steps above --warmup ({args.warmup}).")
 
@@ -198,6 +211,10 @@ def measure(model_path: str, args: argparse.Namespace) -> None:
         f"{args.steps} steps per leg, first {args.warmup} dropped ({time.perf_counter() - started:.0f} s in all)"
     )
     logger.info("\n%s", summary(header, times, ratios))
+    logger.info(
+        "Paired legs generated the same completions (per-step mean length and mean reward equal): %s",
+        "yes" if same_work else "NO: the sides did different work, and the ratio compares it too",
+    )
 
 
 def summary(header: str, times: dict[str, list[float]], ratios: list[float]) -> str:

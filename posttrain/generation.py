@@ -30,8 +30,8 @@ batches give identical samples, so a caller that re-runs fixed chunks (``posttra
 samples exactly in any dtype; float32 is the choice when samples must not depend on how prompts are grouped.
 
 **Dtype.** ``dtype='auto'`` is bfloat16 on CUDA GPUs that support it and on CPUs with native bfloat16
-(AVX512-BF16 or AMX), float32 elsewhere: on the 2-core AVX512-BF16 development machine HF ``generate`` runs
-at 335 tokens/s in bfloat16 and 200 in float32. An ``HFEngine`` around a live model (the trainer's held-out
+(AVX512-BF16 or AMX), float32 elsewhere: on the 2-core AVX512-BF16 machine, quiet, this engine's HF
+``generate`` ran at 180 tokens/s in bfloat16 and 77 in float32 (``benchmarks/generation.py``, 32 prompts x 4 x 64). An ``HFEngine`` around a live model (the trainer's held-out
 check, the checkpoint callback) generates in the model's own dtype and never casts it: a cast copy would
 double the weights' memory at every checkpoint (and cannot be taken of a ZeRO-3 sharded model), and casting
 in place would change the model the trainer goes on to train.
@@ -80,14 +80,14 @@ __all__ = [
 
 ENGINES = ("auto", "vllm", "hf")
 
-# Generated-token budget (prompts x n x max_new_tokens) from which 'auto' starts a vLLM engine. Measured on the
-# 2-core AVX512-BF16 machine, quiet, the embedded model, 32 prompts x 4 samples x 64 tokens after a warm-up: HF
-# bfloat16 335 tokens/s; vLLM (bfloat16, eager, no thread binding) 771 tokens/s after a 17 s start-up. vLLM's
-# start-up is repaid from 17 / (1/335 - 1/771) = ~10,000 generated tokens. The budget is an upper bound that HF
-# pays more fully than vLLM (a batch runs until its longest sample ends), and on a busy machine generation
-# slows more than vLLM's start-up does (8 prompts x 4 x 32 tokens, load ~1: HF bfloat16 105 tokens/s, vLLM 225
-# after a 10.8 s start-up, break-even ~2,100 tokens), so the threshold sits below the quiet break-even.
-VLLM_MIN_TOKENS = 8_192
+# Generated-token budget (prompts x n x max_new_tokens) from which 'auto' starts a vLLM engine. Measured with
+# benchmarks/generation.py on this project's 2-core AVX512-BF16 CPU machine, quiet, the embedded model, 32 chat
+# prompts x 4 samples x 64 tokens after a warm-up (2026-11-29): HF bfloat16 180 tokens/s; vLLM (bfloat16, eager,
+# no thread binding) 401 tokens/s after an 8.9 s start-up. vLLM's start-up is repaid from 8.9 / (1/180 - 1/401)
+# = ~2,900 generated tokens. The environment notes measured a faster machine of the same kind (HF 335, vLLM 771
+# after 17 s: ~10,000 tokens). The budget is an upper bound that HF pays more fully than vLLM (a batch runs until
+# its longest sample ends), so the threshold sits between the two machines' break-even points, nearer today's.
+VLLM_MIN_TOKENS = 4_096
 
 
 @dataclass(frozen=True)
