@@ -29,13 +29,15 @@ logger = logging.getLogger("make_data_fixtures")
 Row = dict[str, Any]
 
 # name -> (how rows are picked, count per split): "group:<column>" keeps the first n rows of every value
-# of <column> (all templates / all labels stay represented); "stride" spreads n rows over the split.
+# of <column> (all templates / all labels stay represented); "stride" spreads n rows over the split; "small"
+# keeps the n smallest rows (whole web pages run to megabytes).
 PLAN: dict[str, tuple[str, dict[str, int]]] = {
     "gsm_symbolic": ("group:template_id", {"train": 2, "test": 2}),
     "humaneval": ("stride", {"train": 20, "test": 8}),
     "qa_wikidata": ("stride", {"train": 150, "test": 60}),
     "intent_recognition": ("group:label", {"train": 10, "test": 6}),
     "amazon_reviews": ("stride", {"train": 100, "test": 50}),
+    "news_pages": ("small", {"train": 3, "test": 2}),
 }
 DEFAULT_PLAN = ("stride", {"train": 100, "test": 50})
 
@@ -53,6 +55,9 @@ def pick(rows: list[Row], how: str, n: int) -> list[Row]:
         return chosen
     if len(rows) <= n:
         return list(rows)
+    if how == "small":
+        smallest = sorted(range(len(rows)), key=lambda i: len(json.dumps(rows[i], ensure_ascii=False)))[:n]
+        return [rows[i] for i in sorted(smallest)]
     return [rows[i * len(rows) // n] for i in range(n)]
 
 

@@ -51,6 +51,8 @@ EXPECTED_COLUMNS = {
     "qa_wikidata": ["question", "answer", "aliases"],
     "intent_recognition": ["text", "label"],
     "amazon_reviews": ["text", "label", "product"],
+    "text_quality": ["text", "source", "junk"],
+    "news_pages": ["name", "html", "clean_text"],
 }
 
 
@@ -74,7 +76,8 @@ def data_cache(offline_cache, monkeypatch):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Split on newlines only: rows written with ensure_ascii=False keep U+2028 inside strings (web pages do).
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def fixture_rows(name: str) -> dict[str, list[dict]]:

@@ -359,3 +359,95 @@ def build_amazon_reviews(raw: Path) -> BuiltDataset:
     train, test = read("training_data"), read("testing_data")
     test_texts = {row["text"] for row in test}
     return BuiltDataset(train=[row for row in train if row["text"] not in test_texts], test=test)
+
+
+# --- text_quality ---------------------------------------------------------------------------------
+
+TEXT_COMPRESSION = "evals/registry/data/text_compression/samples.jsonl"
+#: The text_compression set's two generators of junk; every other source is real text.
+JUNK_SOURCES = frozenset({"RandomCharAndNumberDataset", "RandomWordsDataset"})
+
+
+def text_quality_split(text: str) -> str:
+    """Split of a text_quality document: SHA-256 bucket 0 of 4 is test (about 25%)."""
+    return "test" if stable_bucket(text, 4) == 0 else "train"
+
+
+@register_dataset(
+    "text_quality",
+    package="evals",
+    version="3.0.1.post1",
+    licence=(
+        "evals: MIT (wheel LICENSE.md); the documents are samples of C4 (ODC-BY), OpenWebText, OSCAR, Wikipedia "
+        "(CC BY-SA), GitHub code and English quotes, under their sources' terms"
+    ),
+    description="400 documents, 50 each from C4, OpenWebText, OSCAR, Wikipedia, GitHub code, English quotes and "
+    "two junk generators (random characters, random words): document-level quality truth.",
+    members=(TEXT_COMPRESSION,),
+    split_key="text",
+    sha256="0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78",
+)
+def build_text_quality(raw: Path) -> BuiltDataset:
+    """A document goes to test when its SHA-256 bucket (of 4) is 0, else train (about 75/25).
+
+    ``text`` is the document, ``source`` the set it was sampled from, ``junk`` True for the two random
+    generators (random characters and numbers; random dictionary words) and False for real text.
+    """
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    for line in (raw / TEXT_COMPRESSION).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["text"] in seen:
+            continue
+        seen.add(row["text"])
+        splits[text_quality_split(row["text"])].append(
+            {"text": row["text"], "source": row["type"], "junk": row["type"] in JUNK_SOURCES}
+        )
+    return BuiltDataset(train=splits["train"], test=splits["test"])
+
+
+# --- news_pages -----------------------------------------------------------------------------------
+
+NEWSPAPER_DATA = "tests/data"
+#: Pages of newspaper4k's test data that come with the article's clean text.
+NEWS_PAGES = (
+    "arabic_article", "article_with_br", "article_with_divs", "burmese_article", "chinese_article",
+    "chinese_article_001", "chinese_article_002", "cleveland.com1", "cnn_001", "cnn_002", "cnn_article",
+    "cnn_test_nlp", "fox13now_001", "japanese_article", "japanese_article2", "latvian_article", "spanish_article",
+    "thai_article", "time_001", "video_article_01", "video_article_02", "wired_001", "yna_co_kr",
+)  # fmt: skip
+
+
+def news_pages_split(name: str) -> str:
+    """Split of a news page: SHA-256 bucket 0 of 3 is test (about a third)."""
+    return "test" if stable_bucket(name, 3) == 0 else "train"
+
+
+@register_dataset(
+    "news_pages",
+    package="newspaper4k",
+    version="0.9.6",
+    licence="newspaper4k: MIT (sdist LICENSE); the pages are published news articles, under their publishers' terms",
+    description="23 real news web pages (navigation, banners, footers included) with the article's clean text: "
+    "line-level keep/remove truth for web-text cleaning.",
+    members=tuple(
+        f"{NEWSPAPER_DATA}/{kind}/{name}.{kind}" for name in NEWS_PAGES for kind in ("html", "txt")
+    ),
+    split_key="name",
+    sdist=True,
+    sha256="a3f2f0e017dddb6f1019ee77aaa8980e13e6ecea0b949abc7167aae4770d2d0e",
+)
+def build_news_pages(raw: Path) -> BuiltDataset:
+    """A page goes to test when the SHA-256 bucket (of 3) of its name is 0, else train.
+
+    ``name`` is the page's file name in newspaper4k's test data, ``html`` the page as saved, ``clean_text`` the
+    article's text as newspaper4k's tests expect it (title and body).
+    """
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for name in NEWS_PAGES:
+        html = (raw / NEWSPAPER_DATA / "html" / f"{name}.html").read_text(encoding="utf-8", errors="replace")
+        clean = (raw / NEWSPAPER_DATA / "txt" / f"{name}.txt").read_text(encoding="utf-8", errors="replace")
+        splits[news_pages_split(name)].append({"name": name, "html": html, "clean_text": clean})
+    return BuiltDataset(train=splits["train"], test=splits["test"])
