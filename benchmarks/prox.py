@@ -7,7 +7,8 @@ pipeline's documents per second with 1 and 2 workers, and the executor's own spe
   junk generators (random characters, random dictionary words); F1 of ``drop_doc`` against that, with the
   keep rate of every source beside it (short quotes and code are real text that prose rules drop).
 - Line level, on news_pages' test split: each page's HTML becomes text lines (inscriptis); a line is truly
-  removed when the page's clean article text does not hold it; F1 of the teacher's ``remove_lines`` against that.
+  removed when the page's clean article text does not hold it; F1 of the teacher's ``remove_lines`` against that,
+  beside the F1 of removing every line and the F1 with kept lines as the positive class.
 - Throughput: the whole pipeline (read, refine, write) on ``--copies`` copies of text_quality (both splits),
   as one task on one worker and as two tasks on two workers; start-up apart from steady state is not
   separable inside datatrove, so both include it.
@@ -84,10 +85,15 @@ def line_level(teacher: RuleTeacher, count_tokens: TokenCounter) -> dict:
         result = apply_programs(text, "keep_doc()", chunks, programs)
         tokens_before += count_tokens(text)
         tokens_after += count_tokens(result.text or "")
+    kept_right = lines_total - tp - fp - fn  # lines both the truth and the teacher keep
     return {
         "pages": len(pages),
         "lines": lines_total,
         **f1(tp, fp, fn),
+        # Most lines of a news page are boilerplate: removing every line scores this F1 (removal as positive).
+        "remove_all_f1": f1(tp + fn, lines_total - tp - fn, 0)["f1"],
+        # The same decisions with kept lines as the positive class, where boilerplate does not dominate.
+        "keep_f1": f1(kept_right, fn, fp),
         "token_retention": tokens_after / tokens_before,
     }
 

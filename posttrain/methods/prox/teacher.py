@@ -129,13 +129,22 @@ def _normal(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
-def gold_removals(lines: Sequence[str], clean_text: str, min_chars: int = 1) -> list[int]:
-    """Lines of an extracted page that its clean text does not hold: the line-level truth (a line is kept when
-    its whitespace-normalised text occurs in the normalised clean text; blank lines are neither)."""
+def gold_removals(lines: Sequence[str], clean_text: str) -> list[int]:
+    """Lines of an extracted page that its clean text does not hold: the line-level truth. A line of three words or
+    more is kept when its whitespace-normalised text occurs in the normalised clean text; a shorter one (a page
+    number, "Share") only when it is a whole line of the clean text, since a digit or a word occurs in any
+    article. Blank lines are neither kept nor removed."""
     clean = _normal(clean_text)
-    return [
-        i for i, line in enumerate(lines) if len(_normal(line)) >= min_chars and _normal(line) not in clean
-    ]
+    clean_lines = {_normal(line) for line in clean_text.split("\n")}
+    removed = []
+    for index, line in enumerate(lines):
+        text = _normal(line)
+        if not text:
+            continue
+        kept = text in clean if len(text.split()) >= 3 else text in clean_lines
+        if not kept:
+            removed.append(index)
+    return removed
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,18 @@ def test_rule_teacher_line_rules_as_programs():
 
 
 def test_gold_removals_marks_lines_missing_from_the_clean_text():
-    lines = ["Menu", "The  article's first   sentence.", "Second sentence here.", "Footer (c) 2024"]
-    clean = "Title\nThe article's first sentence. Second sentence here."
-    assert gold_removals(lines, clean) == [0, 3]
+    lines = [
+        "Menu",
+        "The  article's first   sentence.",
+        "",
+        "2",
+        "Title",
+        "Second sentence here 2.",
+        "Footer (c) 2024",
+    ]
+    clean = "Title\nThe article's first sentence. Second sentence here 2."
+    # "2" occurs in the article but is no line of it: a short line must match a whole clean line.
+    assert gold_removals(lines, clean) == [0, 3, 6]
 
 
 def _read(folder: Path) -> list[dict]:
