@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from posttrain.generation import Sampling, make_engine, render_prompt
 from posttrain.methods.prox.program import Call, render_program
 
 _NUMBERED = re.compile(r"^\[(\d+)\] ?(.*)$")
@@ -147,39 +146,22 @@ def gold_removals(lines: Sequence[str], clean_text: str) -> list[int]:
     return removed
 
 
-@dataclass(frozen=True)
-class ModelRefiner:
-    """A language model (a refiner trained on teacher programs, or any model) writing the programs, greedily, in
-    batches, through the shared generation service. The engine starts in the worker on first use."""
+#: What the refiner is asked, at training and at inference alike.
+DOC_REQUEST = (
+    "Should this document be kept for language-model pre-training? Answer keep_doc() or drop_doc().\n\n{text}"
+)
+CHUNK_REQUEST = (
+    "Clean these numbered lines of a document. Write one call per line: remove_lines(line_start=i, line_end=j) "
+    "for lines that are not content, normalize(source_str=..., target_str=...) for broken strings, or "
+    "keep_chunk() when nothing needs cleaning.\n\n{text}"
+)
 
-    model_name_or_path: str
-    engine: str = "auto"
-    max_new_tokens: int = 128
-    doc_prompt: str = (
-        "Decide whether this document is worth keeping for language-model pre-training. Answer keep_doc() or "
-        "drop_doc().\n\n{text}"
-    )
-    chunk_prompt: str = (
-        "Clean these numbered lines of a web document. Write one call per line: "
-        "remove_lines(line_start=i, line_end=j) for boilerplate, normalize(source_str=..., target_str=...) for "
-        "broken strings, or keep_chunk() when nothing needs cleaning.\n\n{text}"
-    )
-    _state: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def _generate(self, template: str, texts: Sequence[str]) -> list[str]:
-        if "engine" not in self._state:
-            budget = len(texts) * self.max_new_tokens
-            self._state["engine"] = make_engine(self.engine, self.model_name_or_path, expected_tokens=budget)
-        engine = self._state["engine"]
-        prompts = [
-            render_prompt(engine.tokenizer, [{"role": "user", "content": template.format(text=t)}])
-            for t in texts
-        ]
-        greedy = Sampling(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens, seed=0)
-        return [samples[0] for samples in engine.generate(prompts, greedy)]
+def doc_request(text: str, max_chars: int = 2_000) -> str:
+    """The document-level request: the document's first ``max_chars`` characters."""
+    return DOC_REQUEST.format(text=text[:max_chars])
 
-    def doc_programs(self, texts: Sequence[str]) -> list[str]:
-        return self._generate(self.doc_prompt, texts)
 
-    def chunk_programs(self, chunks: Sequence[str]) -> list[str]:
-        return self._generate(self.chunk_prompt, chunks)
+def chunk_request(numbered: str) -> str:
+    """The chunk-level request for a chunk of numbered lines."""
+    return CHUNK_REQUEST.format(text=numbered)
