@@ -12,7 +12,9 @@ import yaml
 from posttrain.recipe import RecipeError, load_recipe
 
 REPO = Path(__file__).parent.parent
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "eval")
+# recipes/eval/ holds `posttrain eval` configs and recipes/refine/ corpus-refinement configs, not training recipes.
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name not in ("eval", "refine"))
+REFINE_CONFIGS = sorted((REPO / "recipes" / "refine").glob("*.yaml"))
 EVAL_CONFIGS = sorted((REPO / "recipes" / "eval").glob("*.yaml"))
 
 GRPO_BASE = {
@@ -285,3 +287,11 @@ def test_an_installed_tracker_passes(tmp_path):
     assert load_recipe(write(tmp_path, {**GRPO_BASE, "report_to": "tensorboard"})).trainer.report_to == [
         "tensorboard"
     ]
+
+
+@pytest.mark.parametrize("path", REFINE_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_refine_config_parses(path):
+    from posttrain.methods.prox.refine import parse_refine
+
+    args = parse_refine([str(path)])
+    assert args.source and args.output_dir

@@ -288,6 +288,8 @@ class Refined:
     ignored_chunks: int = 0
     removed_lines: int = 0
     reason: str = ""
+    words_before: int = 0
+    words_after: int = 0
 
     @property
     def kept(self) -> bool:
@@ -303,6 +305,8 @@ class Refined:
             "malformed": self.malformed,
             "ignored_chunks": self.ignored_chunks,
             "removed_lines": self.removed_lines,
+            "words_before": self.words_before,
+            "words_after": self.words_after,
         }
 
 
@@ -335,7 +339,12 @@ def apply_programs(
     if covered != list(range(len(lines))) and chunks:
         raise ProgramError(f"the chunks must cover lines 0..{len(lines) - 1} in order, once each")
     keep, program = doc_decision(doc_program)
-    result = Refined(text=None, doc_program=doc_program, chunk_programs=list(chunk_programs))
+    result = Refined(
+        text=None,
+        doc_program=doc_program,
+        chunk_programs=list(chunk_programs),
+        words_before=_word_count(text),
+    )
     result.malformed += [f"document: {reason}" for reason in program.malformed]
     if not keep:
         result.executed.append("drop_doc()")
@@ -378,11 +387,11 @@ def apply_programs(
                 result.executed.append(str(call))
     result.removed_lines = len(removed)
     refined = "\n".join(line for i, line in enumerate(lines) if i not in removed)
-    before, after = _word_count(text), _word_count(refined)
+    before, after = result.words_before, _word_count(refined)
     if after <= MIN_WORDS or after <= MIN_WORD_SHARE * before:
         result.reason = f"{after} of {before} words left"
         return result
-    result.text = refined
+    result.text, result.words_after = refined, after
     return result
 
 

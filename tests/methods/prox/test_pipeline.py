@@ -129,3 +129,28 @@ def test_html_pages_become_text_lines(offline_cache):
     article = set(page["clean_text"].split())
     assert len(article & set(text.split())) > 0.8 * len(article)
     assert len(gold_removals(lines, page["clean_text"])) > 0
+
+
+def test_refine_command_runs_a_yaml_and_refuses_bad_keys(offline_cache, tmp_path):
+    from posttrain.methods.prox.refine import main, parse_refine, run_refine
+    from posttrain.parsing import RecipeError
+
+    config = tmp_path / "refine.yaml"
+    config.write_text(
+        f"source: text_quality\nsplit: test\noutput_dir: {tmp_path / 'out'}\nchunk_tokens: 200\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: text_quality\noutput_dir: x\nworkerz: 2\n")
+    with pytest.raises(RecipeError, match="did you mean 'workers'"):
+        parse_refine([str(bad)])
+    assert main([str(bad)]) == 2  # a clean error, no traceback
+    args = parse_refine(
+        [str(config), "--tokenizer", str(Path(__file__).parents[2] / "fixtures" / "tokenizer")]
+    )
+    summary = run_refine(args)
+    assert summary["documents_in"] == 50 and 0 < summary["documents_kept"] < 50
+    assert 0 < summary["words_kept"] < summary["words_in"]
+    assert (
+        json.loads((tmp_path / "out" / "summary.json").read_text())["documents_kept"]
+        == summary["documents_kept"]
+    )
