@@ -53,6 +53,18 @@ EXPECTED_COLUMNS = {
     "amazon_reviews": ["text", "label", "product"],
     "text_quality": ["text", "source", "junk"],
     "news_pages": ["name", "html", "clean_text"],
+    "trump_tweets": [
+        "id",
+        "text",
+        "created_at",
+        "year",
+        "hour",
+        "device",
+        "retweets",
+        "favorites",
+        "is_reply",
+        "is_retweet",
+    ],
 }
 
 

