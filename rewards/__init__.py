@@ -9,7 +9,8 @@ Registered built-ins: ``numeric_answer``, ``numeric_answer_format`` (:mod:`rewar
 ``cls_format``, ``cls_accuracy``, ``cls_equality``, ``cls_contains``
 (:mod:`rewards.classification`), ``qa_contains`` (:mod:`rewards.qa`), ``reward_model`` (a saved reward model,
 :mod:`rewards.learned`), ``code_unit_tests`` (a completion's code run against the row's unit tests in the
-sandbox, :mod:`rewards.code`).
+sandbox, :mod:`rewards.code`), ``text_reward`` (a linear reward on frozen embeddings, such as DeconfoundLM's,
+:mod:`rewards.text_reward`).
 """
 
 # Importing the built-in modules registers their rewards.
@@ -41,8 +42,10 @@ from rewards.registry import (
     registered_rewards,
     resolve_reward,
 )
+from rewards.text_reward import text_reward
 
 __all__ = [
+    "text_reward",
     "qa_contains",
     "TRL_REWARD_KWARGS",
     "CheckedReward",
