@@ -162,7 +162,7 @@ def accuracy(metrics: dict) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def step_overhead(stage_rows: Path, repeats: int) -> dict:
+def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
     """Annotation + serialisation of one batch against a plain SFT step on the same rows (see the docstring)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -208,7 +208,7 @@ def step_overhead(stage_rows: Path, repeats: int) -> dict:
         dataset_rate=0.5,
         sample_rate=0.5,
         seed=0,
-        max_length=config["max_length"],
+        max_length=max_length,
     )
 
     def plain_batch() -> dict:  # what SFT without markers trains on: prompt + answer, loss on the answer
@@ -217,7 +217,7 @@ def step_overhead(stage_rows: Path, repeats: int) -> dict:
             prompt = render_prompt(tokenizer, example["prompt"])
             full = conversation_text(tokenizer, example["prompt"], example["completion"])
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            f = tokenizer(full, add_special_tokens=False)["input_ids"][: config["max_length"]]
+            f = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
             ids.append(f)
             labels.append([-100] * len(p) + f[len(p) :])
         longest = max(map(len, ids))
@@ -302,6 +302,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--engine", default="hf", help="generation engine of the evaluations")
     parser.add_argument("--overhead-repeats", type=int, default=4)
+    parser.add_argument(
+        "--max-length", type=int, default=512, help="tokens per training sequence (cut beyond)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "markers_bench")
     args = parser.parse_args()
@@ -318,6 +321,7 @@ def main() -> None:
         "seed": args.seed,
         "stage_dir": str(out / "stages"),
         "save_steps": 1000,
+        "max_length": args.max_length,
     }
     recipes = {
         "markers, dataset dropout 0.5": write_recipe(
@@ -339,7 +343,9 @@ def main() -> None:
         )
     ]
     stage_summary = json.loads((out / "stages" / "quality_buckets" / "summary.json").read_text())
-    overhead = step_overhead(out / "stages" / "quality_buckets" / "train.jsonl", args.overhead_repeats)
+    overhead = step_overhead(
+        out / "stages" / "quality_buckets" / "train.jsonl", args.overhead_repeats, args.max_length
+    )
     logger.info("Step overhead: %s", overhead)
     training = {}
     for label, recipe in recipes.items():
