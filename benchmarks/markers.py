@@ -35,12 +35,13 @@ import logging
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared phase runner beside this script
-from conftuner import Phases  # noqa: E402
+from conftuner import Phases, run_phase  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "markers" / "mixture_cpu.yaml"
@@ -55,6 +56,24 @@ INFERRED_MARKERS = ("domain", "task", "length_bucket")
 TOLERANCE = 0.25
 
 logger = logging.getLogger("benchmark")
+
+
+def run_side_by_side(record: Phases, jobs: dict[str, tuple[list[str], Path]]) -> list[dict]:
+    """Run the phases of ``jobs`` (name -> (argv, log)) at once, each in its own process: legs that share the
+    machine's load alike, so their times compare. Phases done in an earlier run are skipped."""
+    todo = {name: job for name, job in jobs.items() if name not in record.records}
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        futures = {name: pool.submit(run_phase, name, argv, log) for name, (argv, log) in todo.items()}
+        for name, future in futures.items():
+            record.records[name] = future.result()
+            record.path.write_text(json.dumps(record.records, indent=2))
+    return [record.records[name] for name in jobs]
+
+
+def run_all(record: Phases, jobs: dict[str, tuple[list[str], Path]], side_by_side: bool) -> list[dict]:
+    if side_by_side:
+        return run_side_by_side(record, jobs)
+    return [record.run(name, argv, log) for name, (argv, log) in jobs.items()]
 
 
 def write_recipe(source: Path, path: Path, **fields) -> Path:
@@ -306,6 +325,11 @@ def main() -> None:
         "--max-length", type=int, default=512, help="tokens per training sequence (cut beyond)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="training rows per step")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the three trainings at once, then the five evaluations at once (each phase its own process)",
+    )
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "markers_bench")
@@ -360,8 +384,12 @@ def main() -> None:
         measured.write_text(json.dumps(overhead, indent=2))
     logger.info("Step overhead: %s", overhead)
     training = {}
+    jobs = {
+        f"training: {label}": (["train", str(recipe)], recipe.with_suffix(".log"))
+        for label, recipe in recipes.items()
+    }
+    phases += run_all(record, jobs, args.side_by_side)
     for label, recipe in recipes.items():
-        phases.append(record.run(f"training: {label}", ["train", str(recipe)], recipe.with_suffix(".log")))
         results = json.loads(
             (Path(yaml.safe_load(recipe.read_text())["output_dir"]) / "results.json").read_text()
         )
@@ -380,6 +408,7 @@ def main() -> None:
             None,
         ),
     }
+    eval_jobs: dict[str, tuple[list[str], Path]] = {}
     for label, (model, prompt, inference) in evaluations.items():
         folder = out / "eval" / label.replace(": ", "-").replace(", ", "-").replace(" ", "_")
         folder.mkdir(parents=True, exist_ok=True)
@@ -393,8 +422,9 @@ def main() -> None:
             engine=args.engine,
         )
         argv = ["eval", str(config), "--adapter_path", str(out / model)]
-        phases.append(record.run(f"evaluation: {label}", argv, folder / "log.txt"))
+        eval_jobs[f"evaluation: {label}"] = (argv, folder / "log.txt")
         evaluations[label] = folder
+    phases += run_all(record, eval_jobs, args.side_by_side)
 
     from transformers import AutoTokenizer
 
