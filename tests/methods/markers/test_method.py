@@ -340,3 +340,23 @@ def test_posttrain_eval_strips_the_list_scores_the_answer_and_keeps_the_record(t
     assert summary["mean_reward/numeric_answer"] == 0.5  # "#### 4" is right for 2+2, wrong for 3+3
     sent = "<MARKER_LIST> <domain> Math </domain> <length_bucket> tiny </length_bucket> </MARKER_LIST>"
     assert all((sent in p) == (mode == "fixed") for p in engine.prompts)
+
+
+def test_python_api_sends_fixed_markers_per_prompt_and_reads_answers(tokenizer):
+    from posttrain.generation import Sampling
+    from posttrain.methods.markers.inference import generate_marked
+
+    output = "<MARKER_LIST> <domain> Math </domain> </MARKER_LIST>\n#### 4"
+    engine = ScriptedEngine(tokenizer, output)
+    prompts = [[{"role": "user", "content": "2+2?"}], [{"role": "user", "content": "3+3?"}]]
+    inferred = generate_marked(engine, prompts, sampling=Sampling(n=2, temperature=1.0))
+    assert [len(group) for group in inferred] == [2, 2]
+    assert inferred[0][0].answer == "#### 4" and inferred[0][0].markers == {"domain": "Math"}
+    assert "<MARKER_LIST>" not in engine.prompts[0]
+    generate_marked(engine, prompts, [{"length_bucket": "tiny"}, None])
+    assert (
+        "<length_bucket> tiny </length_bucket>" in engine.prompts[2]
+        and "<MARKER_LIST>" not in engine.prompts[3]
+    )
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate_marked(engine, prompts, [{"domain": "Math"}])
