@@ -116,8 +116,8 @@ def heldout_rows(recipe_path: Path, out: Path) -> Path:
             }
         )
     folder.mkdir(parents=True, exist_ok=True)
-    train = splits["train"].select(range(1))  # the folder is a dataset: eval reads its test split only
-    train.to_json(str(folder / "train.jsonl"))
+    # The folder is a dataset whose test split eval reads; its train split (one row, the same columns) is unused.
+    (folder / "train.jsonl").write_text(json.dumps(rows[0], ensure_ascii=False) + "\n")
     (folder / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return folder
 
