@@ -18,6 +18,7 @@ hangs.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -161,6 +162,16 @@ class EvalArguments:
             "position, so a resumed run with the same chunk size batches as the first run did."
         },
     )
+    inference: str | None = field(
+        default=None,
+        metadata={
+            "help": "A method's inference mode: 'package.module:factory', or a mapping {name, kwargs}, naming a "
+            "function that returns a hook with prompt(prompt, row) -> prompt (what is sent) and answer(text) -> "
+            "(answer, record) (what is scored; samples.jsonl keeps the raw output and the record). E.g. "
+            "{name: posttrain.methods.markers.inference:markers_mode, kwargs: {mode: fixed, markers: "
+            "{length_bucket: short}}}. None: prompts and answers as they are."
+        },
+    )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where samples and the summary go."})
     rank_timeout_minutes: float = field(
         default=360.0,
@@ -191,6 +202,38 @@ class EvalArguments:
             raise ValueError(
                 f"logit_confidence must be one of {', '.join(COMBINATIONS)} (or null), got {self.logit_confidence!r}."
             )
+
+
+def load_inference_hook(spec: Any) -> Any:
+    """The hook an ``inference`` entry names (see :class:`EvalArguments`), built with its kwargs; a bad entry is a
+    ValueError that says what to write."""
+    if spec is None:
+        return None
+    entry = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name, kwargs = entry.get("name"), entry.get("kwargs") or {}
+    if not isinstance(name, str) or set(entry) - {"name", "kwargs"} or not isinstance(kwargs, dict):
+        raise ValueError(f"inference is 'package.module:factory' or {{name, kwargs}}, got {spec!r}.")
+    module, _, attribute = name.partition(":")
+    if not attribute:
+        raise ValueError(f"inference {name!r} names no factory: write 'package.module:factory'.")
+    try:
+        factory = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"inference {name!r} does not load: {err}") from err
+    try:
+        hook = factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"inference {name!r} with kwargs {kwargs}: {err}") from err
+    if not callable(getattr(hook, "answer", None)):
+        raise ValueError(f"inference {name!r} returned {hook!r}, which has no answer(text) method.")
+    return hook
+
+
+def apply_inference_prompts(dataset: Any, hook: Any) -> Any:
+    """The dataset with each prompt as the hook sends it (unchanged when the hook has no ``prompt``)."""
+    if hook is None or not callable(getattr(hook, "prompt", None)):
+        return dataset
+    return dataset.map(lambda row: {"prompt": hook.prompt(row["prompt"], row)}, desc="Inference-mode prompts")
 
 
 @dataclass(frozen=True)
@@ -436,6 +479,7 @@ def evaluate_model(
             except OSError as err:
                 raise OSError(f"Model {spec.model!r} ({model_path}) does not load: {err}") from err
         sampling = Sampling(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed)
+        hook = load_inference_hook(args.inference)
         columns = [c for c in dataset.column_names if c != "prompt"]
         scorer_model = None
         progress = tqdm(total=len(todo), desc=f"Evaluating {spec.label}", unit="prompt")
@@ -446,6 +490,12 @@ def evaluate_model(
                 generated_tokens += engine.last_tokens  # before the cue's continuations
                 indices = [i for i in chunk if i not in done]
                 completions = [group for i, group in zip(chunk, generated, strict=True) if i not in done]
+                raw, records = None, None
+                if hook is not None:  # the method's inference mode: score the answer it shows, keep the rest
+                    raw = completions
+                    read = [[hook.answer(text) for text in group] for group in completions]
+                    completions = [[answer for answer, _ in group] for group in read]
+                    records = [[record for _, record in group] for group in read]
                 flat = [c for group in completions for c in group]
                 kwargs = {c: [dataset[i][c] for i in indices for _ in range(args.n)] for c in columns}
                 flat_prompts = [dataset[i]["prompt"] for i in indices for _ in range(args.n)]
@@ -476,6 +526,9 @@ def evaluate_model(
                         "scores": {name: s[j * args.n : (j + 1) * args.n] for name, s in scores.items()},
                         "answers": [vote_answer(t, args.answer_parser) for t in texts],
                     }
+                    if raw is not None:
+                        row["raw_completions"] = raw[j]
+                        row["inference"] = records[j]
                     if args.group_by:
                         row["group"] = dataset[index][args.group_by]
                     if args.confidence:
@@ -533,6 +586,10 @@ def parse_evaluation(
                 parse_reward_spec(spec, base_dir=base_dir)
             except ValueError as err:
                 errors.append(str(err))
+    try:
+        load_inference_hook(eval_args.inference)
+    except ValueError as err:
+        errors.append(str(err))
     if not data_args.dataset_name:
         errors.append("dataset_name is required (a registered dataset, a local file or a datasets source).")
     else:
@@ -584,7 +641,7 @@ def run_eval(
     require_columns(dataset, sorted(needed), what="the prompt template and scorers")
     if args.max_samples is not None and args.max_samples < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(args.max_samples))
-    dataset = format_split(dataset, data)
+    dataset = apply_inference_prompts(format_split(dataset, data), load_inference_hook(args.inference))
 
     out = Path(args.output_dir)
     results = {}

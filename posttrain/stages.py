@@ -70,6 +70,9 @@ class Stage:
     reads: Callable[[Recipe], Iterable[str]] | None = None
     writes: Mapping[str, Any] = field(default_factory=dict)
     summary: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    #: The recipe's settings that change what the stage writes (beyond the data, model and seed): a stage folder
+    #: made with other settings is refused, not silently reused.
+    settings: Callable[[Recipe], Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -136,6 +139,8 @@ def _fingerprint(recipe: Recipe, stage: Stage) -> str:
         "model": recipe.model.model_name_or_path,
         "seed": recipe.trainer.seed,
     }
+    if stage.settings is not None:
+        parts["settings"] = dict(stage.settings(recipe))
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
