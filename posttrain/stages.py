@@ -60,7 +60,9 @@ class Stage:
     each column it adds to an example value: before the stages have run (``posttrain validate``), the source
     data is checked for the first and given the second (:func:`with_stage_columns`), so that the checks see
     rows shaped as training will. ``summary(rows)``, given every output row once the stage is complete, returns
-    statistics written to ``<stage folder>/summary.json`` and logged."""
+    statistics written to ``<stage folder>/summary.json`` and logged. ``settings(recipe)`` returns the recipe
+    fields that decide what the stage writes (a judge, a selection rule): they join the stage's fingerprint, so
+    that a stage folder written under other settings is refused rather than resumed."""
 
     name: str
     run: Callable[[list[dict[str, Any]], StageContext], list[dict[str, Any] | None]]
@@ -70,6 +72,7 @@ class Stage:
     reads: Callable[[Recipe], Iterable[str]] | None = None
     writes: Mapping[str, Any] = field(default_factory=dict)
     summary: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    settings: Callable[[Recipe], Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -127,7 +130,8 @@ def stage_root(recipe: Recipe) -> Path:
 
 
 def _fingerprint(recipe: Recipe, stage: Stage) -> str:
-    """What produced a stage's rows: the method, the stage, the data (and its builder) and the model."""
+    """What produced a stage's rows: the method, the stage (and its settings), the data (and its builder) and the
+    model."""
     parts = {
         "method": recipe.method.name,
         "stage": stage.name,
@@ -136,6 +140,8 @@ def _fingerprint(recipe: Recipe, stage: Stage) -> str:
         "model": recipe.model.model_name_or_path,
         "seed": recipe.trainer.seed,
     }
+    if stage.settings is not None:
+        parts["settings"] = dict(stage.settings(recipe))
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
