@@ -51,5 +51,13 @@ def run_phase(name: str, argv: list[str], log: Path, script: Path | None = None)
     return {"phase": name, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+def begin(out: Path) -> tuple[Path, Phases]:
+    """Logging on, the output folder made, and its phase record (read back when the benchmark resumes)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Phases(out / "phases.json")
+
+
 def cell(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
