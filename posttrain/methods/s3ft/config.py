@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from posttrain.configs import SFTRecipeConfig
 from rewards.judges import DEFAULT_JUDGE
