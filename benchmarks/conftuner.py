@@ -25,16 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
+from phases import REPO, Phases, cell
 
-REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "conftuner" / "qa_language_cpu.yaml"
 EVALS = {
     "language QA (in-domain)": REPO / "recipes" / "eval" / "conftuner_qa_language.yaml",
@@ -53,41 +50,6 @@ COLUMNS = (
 )
 
 logger = logging.getLogger("benchmark")
-
-
-class Phases:
-    """Each phase's cost, kept in ``phases.json`` as it completes: a benchmark run again (after it was stopped)
-    skips the phases it has a record of, and reports their cost as measured then."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
-
-    def run(self, name: str, argv: list[str], log: Path) -> dict:
-        if name in self.records:
-            logger.info("%s: done in an earlier run (%.0f s)", name, self.records[name]["seconds"])
-        else:
-            self.records[name] = run_phase(name, argv, log)
-            self.path.write_text(json.dumps(self.records, indent=2))
-        return self.records[name]
-
-
-def run_phase(name: str, argv: list[str], log: Path) -> dict:
-    """One ``posttrain`` command in a process of its own: its wall time and peak resident memory. A stopped
-    ``posttrain`` command resumes where it stopped (stages, checkpoints, evaluation samples)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: posttrain %s", name, " ".join(argv))
-    start = time.perf_counter()
-    with log.open("a") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "posttrain", *argv], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"{name} failed (exit {process.returncode}); see {log}")
-    return {"phase": name, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def seed_recipe(seed: int, out: Path, train_rows: int) -> Path:
@@ -209,10 +171,6 @@ def loss_cost(stage_rows: Path, repeats: int) -> dict:
         "ratio": medians["ConfTuner loss"] / medians["SFT loss"],
         "repeats": repeats,
     }
-
-
-def cell(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:

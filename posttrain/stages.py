@@ -60,7 +60,9 @@ class Stage:
     each column it adds to an example value: before the stages have run (``posttrain validate``), the source
     data is checked for the first and given the second (:func:`with_stage_columns`), so that the checks see
     rows shaped as training will. ``summary(rows)``, given every output row once the stage is complete, returns
-    statistics written to ``<stage folder>/summary.json`` and logged."""
+    statistics written to ``<stage folder>/summary.json`` and logged. ``settings(recipe)`` returns the recipe
+    fields that decide what the stage writes (a judge, a selection rule): they join the stage's fingerprint, so
+    that a stage folder written under other settings is refused rather than resumed."""
 
     name: str
     run: Callable[[list[dict[str, Any]], StageContext], list[dict[str, Any] | None]]
@@ -130,7 +132,8 @@ def stage_root(recipe: Recipe) -> Path:
 
 
 def _fingerprint(recipe: Recipe, stage: Stage) -> str:
-    """What produced a stage's rows: the method, the stage, the data (and its builder) and the model."""
+    """What produced a stage's rows: the method, the stage (and its settings), the data (and its builder) and the
+    model."""
     parts = {
         "method": recipe.method.name,
         "stage": stage.name,
