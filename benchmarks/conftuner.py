@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import yaml
-from phases import REPO, Phases, cell
+from phases import REPO, Phases, cell, lora_model
 
 RECIPE = REPO / "recipes" / "conftuner" / "qa_language_cpu.yaml"
 EVALS = {
@@ -98,26 +98,12 @@ def loss_cost(stage_rows: Path, repeats: int) -> dict:
     """Seconds per forward + backward of the ConfTuner loss and of plain SFT on the same batch of 8."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.methods.conftuner.loss import confidence_forward, confidence_scale, tokenized_brier_loss
     from posttrain.methods.conftuner.trainer import confidence_examples
-    from posttrain.models import resolve_model_path
 
     recipe = yaml.safe_load(RECIPE.read_text())
-    path = resolve_model_path(recipe["model_name_or_path"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(
-        r=recipe["lora_r"],
-        lora_alpha=recipe["lora_alpha"],
-        lora_dropout=recipe["lora_dropout"],
-        target_modules=recipe["lora_target_modules"],
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora).train()
+    tokenizer, model = lora_model(recipe)
     scale = confidence_scale(tokenizer)
     rows = [json.loads(line) for line in stage_rows.read_text().splitlines()][:8]
     prompt = recipe["prompt_template"]

@@ -43,8 +43,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared phase runner beside this script
-from conftuner import Phases, run_phase  # noqa: E402
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # the shared phase runner (phases.py) beside this script
+from phases import Phases, lora_model, run_phase  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "markers" / "mixture_cpu.yaml"
@@ -187,31 +189,18 @@ def accuracy(metrics: dict) -> str:
 def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
     """Annotation + serialisation of one batch against a plain SFT step on the same rows (see the docstring)."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.generation import render_prompt
     from posttrain.methods.markers.annotate import annotate_rows
     from posttrain.methods.markers.schema import DEFAULT_SCHEMA
     from posttrain.methods.markers.trainer import MarkerCollator
-    from posttrain.models import conversation_text, resolve_model_path
+    from posttrain.models import conversation_text
     from posttrain.recipe import load_recipe
     from posttrain.stages import StageContext
 
     recipe = load_recipe(RECIPE)
     config = yaml.safe_load(RECIPE.read_text())
-    path = resolve_model_path(config["model_name_or_path"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(
-        r=config["lora_r"],
-        lora_alpha=config["lora_alpha"],
-        lora_dropout=config["lora_dropout"],
-        target_modules=config["lora_target_modules"],
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora).train()
+    tokenizer, model = lora_model(config)
     batch_size = 8  # the recipe's batch: the overhead is per row, so the ratio hardly depends on it
     source = [json.loads(line) for line in stage_rows.read_text().splitlines()][:batch_size]
     raw = [{k: v for k, v in row.items() if k != "markers"} for row in source]

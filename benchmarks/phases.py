@@ -61,3 +61,26 @@ def begin(out: Path) -> tuple[Path, Phases]:
 
 def cell(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def lora_model(config: dict):
+    """The tokenizer and the LoRA-wrapped model (float32, in training mode, seeded) of a recipe's model section,
+    as the benchmarks that time one training step build them."""
+    import torch  # heavy: only the step-cost phases need it
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.models import resolve_model_path
+
+    path = resolve_model_path(config["model_name_or_path"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = LoraConfig(
+        r=config["lora_r"],
+        lora_alpha=config["lora_alpha"],
+        lora_dropout=config["lora_dropout"],
+        target_modules=config["lora_target_modules"],
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, get_peft_model(model, lora).train()
