@@ -128,11 +128,8 @@ class ProxRefine(PipelineStep):
         chunk_programs = iter(self.programmer.chunk_programs(chunk_texts) if chunk_texts else [])
         kept_flags = []
         for doc, doc_program, doc_ranges in zip(documents, doc_programs, ranges, strict=True):
-            programs = [next(chunk_programs) for _ in doc_ranges]
-            if not doc_ranges:  # dropped at document level: the executor needs no chunks
-                result = apply_programs(doc.text, doc_program, [], [])
-            else:
-                result = apply_programs(doc.text, doc_program, doc_ranges, programs)
+            programs = [next(chunk_programs) for _ in doc_ranges]  # none for a document dropped whole
+            result = apply_programs(doc.text, doc_program, doc_ranges, programs)
             doc.metadata["prox"] = result.metadata()
             self.stat_update("malformed_calls", value=len(result.malformed))
             self.stat_update("removed_lines", value=result.removed_lines)
