@@ -90,3 +90,25 @@ def test_reward_model_recipes_refuse_what_they_cannot_do(tiny_model, tmp_path):
     assert main(["validate", str(path), "--heldout_metric", "qa_contains"]) == 2
     assert main(["validate", str(path), "--use_peft", "true"]) == 2
     assert main(["validate", str(path)]) == 0
+
+
+def test_a_published_reward_model_is_scored_through_its_chat_template(tiny_model, tmp_path):
+    """A sequence classifier with one output, saved without this suite's marker (as a reward model from a model
+    hub is), scores pairs; the same pair scores the same in any batch."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tiny_model, num_labels=1)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "published")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "published")
+    path = str(tmp_path / "published")
+    prompts = [[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Count to three."}]]
+    completions = [
+        [{"role": "assistant", "content": "Hi."}],
+        [{"role": "assistant", "content": "One, two, three."}],
+    ]
+    scores = reward_model(completions=completions, prompts=prompts, path=path)
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores) and scores[0] != scores[1]
+    alone = reward_model(completions=completions[1:], prompts=prompts[1:], path=path)
+    assert alone[0] == pytest.approx(scores[1], abs=1e-4)
