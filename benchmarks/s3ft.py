@@ -70,14 +70,20 @@ def accuracy(summary: dict) -> float | None:
 
 
 def evaluate(
-    label: str, adapter: Path | None, out: Path, evals: dict[str, Path], rows: dict[str, int], phases: Phases
+    label: str,
+    adapter: Path | None,
+    out: Path,
+    evals: dict[str, Path],
+    rows: dict[str, int],
+    phases: Phases,
+    engine: str = "hf",
 ) -> dict:
     """Every evaluation of one model: its summaries by task."""
     summaries = {}
     for task, config in evals.items():
         target = out / "eval" / label / config.stem
         argv = ["eval", str(config), "--output_dir", str(target), "--max_samples", str(rows[task])]
-        argv += ["--engine", "hf"]
+        argv += ["--engine", engine]
         if adapter is not None:
             argv += ["--adapter_path", str(adapter)]
         phases.run(f"evaluation {label}, {task}", argv, target / "log.txt")
@@ -248,6 +254,9 @@ def main() -> None:
     parser.add_argument("--amazon-rows", type=int, default=50, help="Amazon reviews (long prompts: slow)")
     parser.add_argument("--drift-prompts", type=int, default=32)
     parser.add_argument("--drift-tokens", type=int, default=48)
+    parser.add_argument(
+        "--eval-engine", default="hf", help="generation engine of the evaluations (hf, vllm or auto)"
+    )
     parser.add_argument("--throughput-rows", type=int, default=64)
     parser.add_argument(
         "--out", type=Path, help="default: outputs/s3ft_bench (qa), outputs/s3ft_bench_<task>"
@@ -262,7 +271,7 @@ def main() -> None:
     evals = {in_domain: in_domain_config, **UNSEEN}
     rows = {task: args.eval_rows for task in evals} | {"Amazon reviews (unseen task)": args.amazon_rows}
 
-    summaries: dict[str, dict] = {"base": evaluate("base", None, out, evals, rows, record)}
+    summaries: dict[str, dict] = {"base": evaluate("base", None, out, evals, rows, record, args.eval_engine)}
     answers = out / "drift_base_answers.json"
     drift_argv = ["base-answers", str(answers), str(args.drift_prompts), str(args.drift_tokens)]
     record.run("drift: base answers to general requests", drift_argv, out / "drift.log", script)
@@ -279,7 +288,7 @@ def main() -> None:
             record.run(f"training, {rule}, seed {seed}", ["train", str(recipe)], run / "train.log")
             results = json.loads((run / "results.json").read_text())
             trained[label] = results["train"].get("train_runtime")
-            summaries[label] = evaluate(f"{rule}-seed{seed}", run, out, evals, rows, record)
+            summaries[label] = evaluate(f"{rule}-seed{seed}", run, out, evals, rows, record, args.eval_engine)
             result = run / "drift.json"
             record.run(
                 f"drift, {rule}, seed {seed}",
