@@ -1,7 +1,7 @@
 """Training-time markers on this CPU: marker inference, length control and task accuracy of the embedded model
 trained with markers, against the same SFT without them; the cost of annotation and serialisation.
 
-    python benchmarks/markers.py [--rows-per-source 64] [--test-rows-per-source 16] [--epochs 2] [--out DIR]
+    python benchmarks/markers.py [--rows-per-source 24] [--test-rows-per-source 16] [--epochs 2] [--out DIR]
 
 Phases, each in a process of its own (wall time and peak resident memory reported), resumable like
 ``benchmarks/conftuner.py``'s (finished phases are kept in ``phases.json``; a stopped ``posttrain`` command goes on
@@ -165,9 +165,10 @@ def marker_accuracy(folder: Path, reference: list[dict]) -> dict:
     return result
 
 
-def length_control(folder: Path, reference: list[dict], unit: str, tokenizer) -> dict:
-    """Share of answers more than 25% off the asked length, in ``unit`` (tokens or words), and the pairs."""
-    pairs = []
+def length_control(folder: Path, reference: list[dict], unit: str, tokenizer, limit: int) -> dict:
+    """Share of answers more than 25% off the asked length, in ``unit`` (tokens or words), the pairs, and how many
+    outputs ran into the ``limit`` of new tokens (their answer was cut, so its length says nothing)."""
+    pairs, cut = [], 0
     for row in samples(folder):
         asked = reference[row["index"]][f"length_{unit}"]
         answer = row["completions"][0]
@@ -177,8 +178,10 @@ def length_control(folder: Path, reference: list[dict], unit: str, tokenizer) ->
             else len(answer.split())
         )
         pairs.append((asked, produced))
+        raw = row.get("raw_completions", row["completions"])[0]
+        cut += len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= limit - 1
     outside = [abs(p - a) > TOLERANCE * a for a, p in pairs]
-    return {"unit": unit, "outside_share": sum(outside) / len(outside), "pairs": pairs}
+    return {"unit": unit, "outside_share": sum(outside) / len(outside), "pairs": pairs, "cut_at_limit": cut}
 
 
 def accuracy(metrics: dict) -> str:
@@ -307,14 +310,22 @@ def plot_lengths(results: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows-per-source", type=int, default=64)
+    parser.add_argument("--rows-per-source", type=int, default=24)
     parser.add_argument("--test-rows-per-source", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--engine", default="hf", help="generation engine of the evaluations")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=192, help="tokens for the answer (the longest asked is ~150)"
+    )
+    parser.add_argument(
+        "--list-tokens",
+        type=int,
+        default=128,
+        help="more new tokens for the marker models, whose answer follows their marker list (~100 tokens)",
+    )
+    parser.add_argument("--engine", default="vllm", help="generation engine of the evaluations")
     parser.add_argument("--overhead-repeats", type=int, default=4)
     parser.add_argument(
-        "--max-length", type=int, default=512, help="tokens per training sequence (cut beyond)"
+        "--max-length", type=int, default=384, help="tokens per training sequence (cut beyond)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="training rows per step")
     parser.add_argument(
@@ -322,7 +333,13 @@ def main() -> None:
         action="store_true",
         help="run the three trainings at once, then the five evaluations at once (each phase its own process)",
     )
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train under bfloat16 autocast (faster on a CPU with AVX512-BF16; --no-bf16 for float32)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "markers_bench")
     args = parser.parse_args()
@@ -345,6 +362,7 @@ def main() -> None:
         "long_prompts": "drop",
         "per_device_train_batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "bf16": args.bf16,
     }
     recipes = {
         "markers, dataset dropout 0.5": write_recipe(
@@ -366,14 +384,17 @@ def main() -> None:
         )
     ]
     stage_summary = json.loads((out / "stages" / "quality_buckets" / "summary.json").read_text())
-    measured = out / "overhead.json"  # kept like a phase: a run again reports it as measured then
-    if measured.exists():
-        overhead = json.loads(measured.read_text())
-    else:
-        overhead = step_overhead(
-            out / "stages" / "quality_buckets" / "train.jsonl", args.overhead_repeats, args.max_length
+    # In a process of its own, like every phase: the model it builds would otherwise stay in this process's
+    # memory, and every phase started after it would inherit that high-water mark in its reported peak.
+    measured = out / "overhead.json"
+    overhead_argv = [str(out / "stages" / "quality_buckets" / "train.jsonl")]
+    overhead_argv += [str(args.overhead_repeats), str(args.max_length), str(measured)]
+    phases.append(
+        record.run(
+            "step overhead", ["overhead", *overhead_argv], out / "overhead.log", Path(__file__).resolve()
         )
-        measured.write_text(json.dumps(overhead, indent=2))
+    )
+    overhead = json.loads(measured.read_text())
     logger.info("Step overhead: %s", overhead)
     training = {}
     jobs = {
@@ -410,7 +431,8 @@ def main() -> None:
             folder,
             prompt=prompt,
             inference=inference,
-            max_new_tokens=args.max_new_tokens,
+            # a marker model writes its list before the answer: the answer keeps the same budget
+            max_new_tokens=args.max_new_tokens + (args.list_tokens if model != "baseline" else 0),
             engine=args.engine,
         )
         argv = ["eval", str(config), "--adapter_path", str(out / model)]
@@ -435,15 +457,20 @@ def main() -> None:
             ("baseline SFT", "baseline"),
         )
     }
+    marked_limit = args.max_new_tokens + args.list_tokens
     lengths = {
         "markers, fixed length_tokens": length_control(
-            evaluations["length: markers, fixed length_tokens"], reference, "tokens", tokenizer
+            evaluations["length: markers, fixed length_tokens"], reference, "tokens", tokenizer, marked_limit
         ),
         "baseline, asked in words": length_control(
-            evaluations["length: baseline, asked in words"], reference, "words", tokenizer
+            evaluations["length: baseline, asked in words"],
+            reference,
+            "words",
+            tokenizer,
+            args.max_new_tokens,
         ),
         "markers, fixed length_tokens (in words)": length_control(
-            evaluations["length: markers, fixed length_tokens"], reference, "words", tokenizer
+            evaluations["length: markers, fixed length_tokens"], reference, "words", tokenizer, marked_limit
         ),
     }
 
@@ -466,9 +493,15 @@ def main() -> None:
             f"| {label} | " + " | ".join(f"{acc[m]:.3f}" for m in INFERRED_MARKERS) + f" | {lists} |"
         )
     lines += ["", "### Length control (held-out): share of answers more than 25% off the asked length", ""]
-    lines += ["| model and request | unit | outside +/-25% |", "|---|---|---|"]
+    lines += [
+        "| model and request | unit | outside +/-25% | outputs cut at the token limit |",
+        "|---|---|---|---|",
+    ]
     for label, result in lengths.items():
-        lines.append(f"| {label} | {result['unit']} | {result['outside_share']:.3f} |")
+        lines.append(
+            f"| {label} | {result['unit']} | {result['outside_share']:.3f} | {result['cut_at_limit']} of "
+            f"{len(result['pairs'])} |"
+        )
     lines += ["", "### Task accuracy (held-out; code rows unscored)", ""]
     tasks = sorted({t for s in summaries.values() for t in s.get("groups", {})})
     lines += ["| model | all | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 2) + "|"]
@@ -516,4 +549,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["overhead"]:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        stage_rows, repeats, max_length, result = sys.argv[2:6]
+        measured = step_overhead(Path(stage_rows), int(repeats), int(max_length))
+        Path(result).write_text(json.dumps(measured, indent=2))
+    else:
+        main()

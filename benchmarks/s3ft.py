@@ -2,15 +2,16 @@
 a task-free drift, the composition of the built set, the data stage's generation throughput, and the time and
 memory of each phase.
 
-    python benchmarks/s3ft.py [--seeds 0 1] [--train-rows 100] [--eval-rows 100] [--out outputs/s3ft_bench]
+    python benchmarks/s3ft.py [--task qa|humaneval] [--seeds 0 1] [--train-rows 100] [--eval-rows 100] [--out DIR]
 
 For each seed and each rule (``s3ft``, ``sft``, ``sdft``), the CPU recipe of that rule (``recipes/s3ft/``) runs in
 two commands: ``posttrain stage`` (the targets) and ``posttrain train`` (LoRA SFT on them). ``posttrain eval`` then
-scores the base model (once: greedy decoding does not depend on the seed) and each adapter on the held-out
-language questions (in-domain), on qa_wikidata's other relations and on Amazon reviews (never trained on). The
-task-free drift: the base model's greedy answers to general requests (intent_recognition's test utterances) are
-scored under each adapter, teacher-forced: the mean per-token KL divergence from the base model's next-token
-distribution and the change in their perplexity.
+scores the base model (once: greedy decoding does not depend on the seed) and every adapter, one process per task,
+on the held-out in-domain split (language questions, or HumanEval with ``--task humaneval``), on qa_wikidata's
+other relations and on Amazon reviews (never trained on). The task-free drift: the base model's greedy answers to
+general requests (intent_recognition's test utterances) are scored under each adapter, teacher-forced, in one
+process: the mean per-token KL divergence from the base model's next-token distribution and the change in their
+perplexity.
 
 Throughput: on the first seed's S3FT recipe, the data stage over ``--throughput-rows`` rows with a warm HF engine,
 against the same engine generating the same prompts bare (the stage's calls replayed), in tokens per second.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,12 +56,12 @@ UNSEEN = {
 logger = logging.getLogger("benchmark")
 
 
-def seed_recipe(task: str, rule: str, seed: int, out: Path, train_rows: int) -> Path:
+def seed_recipe(task: str, rule: str, seed: int, out: Path, train_rows: int, **overrides) -> Path:
     """A rule's shipped recipe for one seed: its own output folder, ``train_rows`` rows, no held-out check (the
-    benchmark evaluates every model alike)."""
+    benchmark evaluates every model alike), and any trainer ``overrides`` given on the command line."""
     config = yaml.safe_load(TASKS[task]["recipes"][rule].read_text())
     config.update(output_dir=str(out), seed=seed, max_train_samples=train_rows, heldout_metric=None)
-    config.update(target_rule=rule)
+    config.update(target_rule=rule, **{k: v for k, v in overrides.items() if v is not None})
     path = out.parent / f"recipe-{rule}-seed{seed}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=True))
@@ -69,25 +72,37 @@ def accuracy(summary: dict) -> float | None:
     return summary.get("pass@1")
 
 
-def evaluate(
-    label: str,
-    adapter: Path | None,
+def evaluate_all(
+    models: dict[str, Path | None],
     out: Path,
     evals: dict[str, Path],
     rows: dict[str, int],
     phases: Phases,
     engine: str = "hf",
-) -> dict:
-    """Every evaluation of one model: its summaries by task."""
-    summaries = {}
-    for task, config in evals.items():
-        target = out / "eval" / label / config.stem
-        argv = ["eval", str(config), "--output_dir", str(target), "--max_samples", str(rows[task])]
-        argv += ["--engine", engine]
-        if adapter is not None:
-            argv += ["--adapter_path", str(adapter)]
-        phases.run(f"evaluation {label}, {task}", argv, target / "log.txt")
-        summaries[task] = json.loads((target / "summary.json").read_text())
+) -> dict[str, dict]:
+    """Every model on every task, one ``posttrain eval`` process per task for all the models (the evaluation's
+    ``models`` list: a process start and a base-model load per task, not per model): summaries by model, then
+    task. The merged checkpoints an evaluation writes for the adapters are removed once it is scored."""
+    summaries: dict[str, dict] = {label: {} for label in models}
+    for task, config_path in evals.items():
+        folder = out / "eval" / config_path.stem
+        config = yaml.safe_load(config_path.read_text())
+        base = config.pop("model_name_or_path")
+        config["models"] = [
+            {"model": base, "label": label, **({"adapter": str(adapter)} if adapter else {})}
+            for label, adapter in models.items()
+        ]
+        config.update(output_dir=str(folder), max_samples=rows[task], engine=engine)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        phases.run(
+            f"evaluation, {task} ({len(models)} models)",
+            ["eval", str(folder / "eval.yaml")],
+            folder / "log.txt",
+        )
+        for label in models:
+            summaries[label][task] = json.loads((folder / label / "summary.json").read_text())
+            shutil.rmtree(folder / label / "merged-model", ignore_errors=True)
     return summaries
 
 
@@ -116,8 +131,9 @@ def base_answers(path: Path, count: int, max_new_tokens: int) -> list[dict]:
     return rows
 
 
-def drift(adapter: Path, answers_path: Path, result: Path) -> None:
-    """Mean per-token KL(base || adapted) over the base model's own answers, and their perplexity under each."""
+def drift(answers_path: Path, runs: list[Path]) -> None:
+    """For each run's adapter: the mean per-token KL(base || adapted) over the base model's own answers, and their
+    perplexity under each, written to ``<run>/drift.json``. The base model's distributions are computed once."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -128,10 +144,7 @@ def drift(adapter: Path, answers_path: Path, result: Path) -> None:
     path = resolve_model_path("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    tuned = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), str(adapter)
-    ).eval()
-    kl_sum = nll_base = nll_tuned = tokens = 0.0
+    examples = []  # (input ids, answer positions, answer tokens, base log-probabilities)
     with torch.no_grad():
         for row in rows:
             prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
@@ -142,24 +155,29 @@ def drift(adapter: Path, answers_path: Path, result: Path) -> None:
             positions = slice(
                 len(prompt) - 1, len(prompt) + len(answer) - 1
             )  # the answer tokens' predictions
-            target = ids[0, len(prompt) :]
             p = torch.log_softmax(base(ids).logits[0, positions].float(), -1)
-            q = torch.log_softmax(tuned(ids).logits[0, positions].float(), -1)
-            kl_sum += float((p.exp() * (p - q)).sum())
-            nll_base -= float(p.gather(1, target[:, None]).sum())
-            nll_tuned -= float(q.gather(1, target[:, None]).sum())
-            tokens += len(answer)
-    result.write_text(
-        json.dumps(
-            {
-                "kl_per_token": kl_sum / tokens,
-                "ppl_base": float(torch.exp(torch.tensor(nll_base / tokens))),
-                "ppl_tuned": float(torch.exp(torch.tensor(nll_tuned / tokens))),
-                "tokens": tokens,
-                "prompts": len(rows),
-            }
-        )
-    )
+            examples.append((ids, positions, ids[0, len(prompt) :], p))
+    tokens = sum(len(target) for _, _, target, _ in examples)
+    nll_base = -sum(float(p.gather(1, target[:, None]).sum()) for _, _, target, p in examples)
+    for run in runs:
+        tuned = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), str(run)
+        ).eval()
+        kl_sum = nll_tuned = 0.0
+        with torch.no_grad():
+            for ids, positions, target, p in examples:
+                q = torch.log_softmax(tuned(ids).logits[0, positions].float(), -1)
+                kl_sum += float((p.exp() * (p - q)).sum())
+                nll_tuned -= float(q.gather(1, target[:, None]).sum())
+        result = {
+            "kl_per_token": kl_sum / tokens,
+            "ppl_base": math.exp(nll_base / tokens),
+            "ppl_tuned": math.exp(nll_tuned / tokens),
+            "tokens": tokens,
+            "prompts": len(rows),
+        }
+        (run / "drift.json").write_text(json.dumps(result))
+        logger.info("drift of %s: %s", run.name, result)
 
 
 # --- the data stage's generation throughput (`s3ft.py throughput ...`) ------------------------------------------
@@ -258,6 +276,10 @@ def main() -> None:
         "--eval-engine", default="hf", help="generation engine of the evaluations (hf, vllm or auto)"
     )
     parser.add_argument("--throughput-rows", type=int, default=64)
+    parser.add_argument("--epochs", type=float, help="num_train_epochs for every run (default: the recipe's)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="train under bfloat16 autocast (default: the recipe's float32)"
+    )
     parser.add_argument(
         "--out", type=Path, help="default: outputs/s3ft_bench (qa), outputs/s3ft_bench_<task>"
     )
@@ -271,34 +293,38 @@ def main() -> None:
     evals = {in_domain: in_domain_config, **UNSEEN}
     rows = {task: args.eval_rows for task in evals} | {"Amazon reviews (unseen task)": args.amazon_rows}
 
-    summaries: dict[str, dict] = {"base": evaluate("base", None, out, evals, rows, record, args.eval_engine)}
+    overrides = {"num_train_epochs": args.epochs, "bf16": True if args.bf16 else None}
     answers = out / "drift_base_answers.json"
     drift_argv = ["base-answers", str(answers), str(args.drift_prompts), str(args.drift_tokens)]
     record.run("drift: base answers to general requests", drift_argv, out / "drift.log", script)
     built: dict[str, dict] = {}
-    drifts: dict[str, dict] = {}
     trained: dict[str, float | None] = {}
+    runs: dict[str, Path] = {}
     for seed in args.seeds:
         for rule in RULES:
             run = out / f"{rule}-seed{seed}"
             label = f"{rule.upper()} seed {seed}"
-            recipe = seed_recipe(args.task, rule, seed, run, args.train_rows)
+            recipe = seed_recipe(args.task, rule, seed, run, args.train_rows, **overrides)
             record.run(f"targets, {rule}, seed {seed}", ["stage", str(recipe)], run / "stage.log")
             built[label] = json.loads((run / "stages" / "targets" / "summary.json").read_text())
             record.run(f"training, {rule}, seed {seed}", ["train", str(recipe)], run / "train.log")
             results = json.loads((run / "results.json").read_text())
             trained[label] = results["train"].get("train_runtime")
-            summaries[label] = evaluate(f"{rule}-seed{seed}", run, out, evals, rows, record, args.eval_engine)
-            result = run / "drift.json"
-            record.run(
-                f"drift, {rule}, seed {seed}",
-                ["drift", str(run), str(answers), str(result)],
-                run / "drift.log",
-                script,
-            )
-            drifts[label] = json.loads(result.read_text())
+            runs[label] = run
+    models = {"base": None} | {label.replace(" ", "-"): run for label, run in runs.items()}
+    by_model = evaluate_all(models, out, evals, rows, record, args.eval_engine)
+    summaries = {label: by_model[label.replace(" ", "-")] for label in ["base", *runs]}
+    record.run(
+        f"drift ({len(runs)} models)",
+        ["drift", str(answers), *map(str, runs.values())],
+        out / "drift.log",
+        script,
+    )
+    drifts = {label: json.loads((run / "drift.json").read_text()) for label, run in runs.items()}
     speed = out / "throughput.json"
-    first = seed_recipe(args.task, "s3ft", args.seeds[0], out / f"s3ft-seed{args.seeds[0]}", args.train_rows)
+    first = seed_recipe(
+        args.task, "s3ft", args.seeds[0], out / f"s3ft-seed{args.seeds[0]}", args.train_rows, **overrides
+    )
     record.run(
         "throughput: stage vs bare engine",
         ["throughput", str(first), str(args.throughput_rows), str(speed)],
@@ -364,7 +390,7 @@ def report(args, out, evals, summaries, built, drifts, trained, speed, record, s
 if __name__ == "__main__":
     commands = {
         "base-answers": lambda a: base_answers(Path(a[0]), int(a[1]), int(a[2])),
-        "drift": lambda a: drift(Path(a[0]), Path(a[1]), Path(a[2])),
+        "drift": lambda a: drift(Path(a[0]), [Path(run) for run in a[1:]]),
         "throughput": lambda a: throughput(Path(a[0]), int(a[1]), Path(a[2])),
     }
     if len(sys.argv) > 1 and sys.argv[1] in commands:
