@@ -60,6 +60,24 @@ def _residual(
     return target - design @ coef
 
 
+def deconfounded_outcomes(
+    outcomes: np.ndarray, confounders: np.ndarray, instruments: np.ndarray | None = None
+) -> np.ndarray:
+    """The outcomes with the confounders' fit removed (least squares, or two-stage least squares with
+    ``instruments``): the target a text model learns as ``h`` in the residualised and instrumented variants, e.g.
+    the regression head of the ``reward_model`` method in place of ridge on frozen embeddings."""
+    y = np.asarray(outcomes, dtype=np.float64)
+    c = np.asarray(confounders, dtype=np.float64).reshape(len(y), -1)
+    if instruments is not None and len(instruments) != len(y):
+        raise ValueError(
+            f"instruments need one row per outcome: {len(instruments)} rows for {len(y)} outcomes."
+        )
+    if not np.isfinite(y).all():
+        raise ValueError("outcomes must be finite (no NaN or inf).")
+    z = None if instruments is None else np.asarray(instruments, dtype=np.float64).reshape(len(y), -1)
+    return _residual(y, c, z)
+
+
 def two_stage_least_squares(
     outcome: np.ndarray,
     endogenous: np.ndarray,
