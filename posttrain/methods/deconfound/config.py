@@ -25,7 +25,7 @@ class DeconfoundConfig(SFTRecipeConfig):
         metadata={
             "help": "The reward that picks the target, a reward spec as in reward_funcs: a registered name or "
             "{name, kwargs} (its JSON text on the command line), e.g. {name: text_reward, kwargs: {path: "
-            "outputs/deconfound/reward-joint}} for a reward saved by posttrain.methods.deconfound.reward."
+            "outputs/deconfound_bench/rewards/joint}} for a reward saved by posttrain.methods.deconfound.reward."
         },
     )
     sample_max_new_tokens: int = field(
@@ -56,6 +56,6 @@ class DeconfoundConfig(SFTRecipeConfig):
         if not self.selection_reward:
             raise ValueError(
                 "selection_reward is required: the reward that picks each prompt's target, e.g. "
-                "{name: text_reward, kwargs: {path: outputs/deconfound/reward-joint}}."
+                "{name: text_reward, kwargs: {path: outputs/deconfound_bench/rewards/joint}}."
             )
         super().__post_init__()

@@ -160,3 +160,55 @@ def test_best_of_n_picks_by_a_fitted_text_reward_and_trains_on_the_picks(tiny_mo
         assert len(row["candidates"]) == 3
         best = row["candidates"][int(np.argmax(row["candidate_rewards"]))]
         assert row["completion"][0]["content"] == best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["grpo_joint_cpu.yaml", "best_of_n_joint_cpu.yaml"])
+def test_the_cpu_recipes_align_with_a_saved_text_reward(name, tiny_model, offline_cache, tmp_path):
+    """The shipped CPU recipes on a tiny model and the fixture's tweets, their reward a text_reward fitted on the
+    tiny model's embeddings: the adapter trains, and every completion is scored by the learned reward."""
+    from posttrain.methods.deconfound.reward import fit_and_save
+    from posttrain.train import train
+    from tests.conftest import adapter_trained
+
+    texts = [f"note {i} {'!' * (i % 4)}" for i in range(24)]
+    reward_dir = tmp_path / "reward"
+    fit_and_save(
+        texts,
+        np.array([t.count("!") for t in texts], float),
+        None,
+        "naive",
+        reward_dir,
+        model=str(tiny_model),
+    )
+    config = yaml.safe_load((Path(__file__).parents[3] / "recipes" / "deconfound" / name).read_text())
+    reward = {"name": "text_reward", "kwargs": {"path": str(reward_dir)}}
+    if config["method"] == "grpo":
+        config.update(reward_funcs=[reward], max_steps=1, num_generations=4, per_device_train_batch_size=4)
+        config.update(max_completion_length=8)
+    else:
+        config.update(selection_reward=reward, sample_max_new_tokens=8, max_steps=2)
+    config.update(
+        model_name_or_path=str(tiny_model),
+        output_dir=str(tmp_path / "out"),
+        max_train_samples=4,
+        learning_rate=1e-2,
+        save_steps=2,
+    )
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    train(load_recipe(path))
+    out = tmp_path / "out"
+    assert adapter_trained(out)
+    if config["method"] == "grpo":
+        logged = [
+            json.loads(line) for line in (out / "completions" / "completions.jsonl").read_text().splitlines()
+        ]
+        assert len(logged) == 4 and all(isinstance(row["rewards"]["text_reward"], float) for row in logged)
+    else:
+        built = [
+            json.loads(line)
+            for line in (out / "stages" / "best_of_n" / "train.jsonl").read_text().splitlines()
+        ]
+        assert len(built) == 4 and all(len(row["candidate_rewards"]) == config["best_of"] for row in built)
+        assert all(isinstance(s, float) for row in built for s in row["candidate_rewards"])
