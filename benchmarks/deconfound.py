@@ -16,10 +16,11 @@ of what it writes.
 3. Real outcomes: log(1 + retweets), with posting time (year, year^2, UTC hour) and device as confounders; for the
    naive and the joint reward, the held-out correlation of the reward with the outcome and with each interpretable
    text feature (what it credits).
-4. With --align, at --align-strength: the naive and the joint rewards fit and saved; best-of-n SFT of the embedded
-   model with each (recipes/deconfound/best_of_n_*_cpu.yaml, a process each); the base model and both policies
-   rewrite held-out tweets (recipes/eval/deconfound_rewrite.yaml); the true f* of every rewrite, and of the
-   targets each best-of-n stage chose.
+4. With --align, at --align-strength: the naive and the joint rewards fit and saved; for each, the best-of-n
+   stage (the embedded model samples 4 rewrites of each training tweet, the reward keeps one) and SFT on the kept
+   ones (recipes/deconfound/best_of_n_*_cpu.yaml, a process each); the base model and both policies rewrite
+   held-out tweets (recipes/eval/deconfound_rewrite.yaml); the true f* of every rewrite, and of the rewrites each
+   reward kept against all it was offered. --selection-only stops after the stages.
 
 Phases 1-3 print their wall time and the process's peak resident memory; each phase of 4 runs in a process of its
 own, recorded in phases.json (a rerun skips what finished).
@@ -43,7 +44,12 @@ import yaml  # noqa: E402
 from phases import Phases  # noqa: E402  (the shared phase runner beside this script)
 
 from posttrain.data import load_registered  # noqa: E402
-from posttrain.methods.deconfound.estimators import VARIANTS, fit_text_reward, one_hot  # noqa: E402
+from posttrain.methods.deconfound.estimators import (  # noqa: E402
+    VARIANTS,
+    fit_text_reward,
+    one_hot,
+    two_stage_least_squares,
+)
 from posttrain.methods.deconfound.reward import write_head_dataset  # noqa: E402
 from posttrain.methods.deconfound.simulate import (  # noqa: E402
     CONFOUNDER_FEATURES,
@@ -95,6 +101,21 @@ def sweep(train, test, x_train, x_test, seeds, alpha, settings) -> dict:
                 corr = float(np.corrcoef(h(x_test), sim.effect[n:])[0, 1])
                 results[variant].setdefault(str(key), []).append(corr)
     return results
+
+
+def confounder_slopes(train, strength: float, seeds, errors) -> dict:
+    """The confounder's effect on the outcome as least squares and as two-stage least squares (the second record
+    as the instrument) estimate it from the training tweets, by recording error (mean over seeds); the true one is
+    ``strength``."""
+    out = {}
+    for error in errors:
+        ols, iv = [], []
+        for seed in seeds:
+            sim = simulate(train["text"], strength, confounder_noise=error, seed=seed)
+            ols.append(float(np.polyfit(sim.observed, sim.outcome, 1)[0]))
+            iv.append(float(two_stage_least_squares(sim.outcome, sim.observed, sim.instrument)[1]))
+        out[str(error)] = {"least_squares": float(np.mean(ols)), "two_stage": float(np.mean(iv))}
+    return out
 
 
 def plot(results: dict, noisy_strength: float, path: Path) -> None:
@@ -197,16 +218,23 @@ def align(train, test, x_train, x_test, args) -> dict:
     for variant in ALIGNED:
         policy = args.out / f"best_of_n-{variant}"
         reward = {"name": "text_reward", "kwargs": {"path": str(args.out / "rewards" / variant)}}
-        argv = ["train", str(recipes / f"best_of_n_{variant}_cpu.yaml"), "--output_dir", str(policy)]
+        argv = [str(recipes / f"best_of_n_{variant}_cpu.yaml"), "--output_dir", str(policy)]
         argv += ["--selection_reward", json.dumps(reward), "--max_train_samples", str(args.align_prompts)]
         argv += ["--model_name_or_path", args.model]
-        phases.run(f"best-of-n SFT, {variant} reward", argv, args.out / "logs" / f"best_of_n-{variant}.log")
+        log = args.out / "logs" / f"best_of_n-{variant}.log"
+        # The stage alone first: what best-of-n picks is measured even where the SFT is not run.
+        phases.run(f"best-of-n stage, {variant} reward", ["stage", *argv], log)
         stage = [json.loads(line) for line in (policy / "stages" / "best_of_n" / "train.jsonl").open()]
         results["chosen"][variant] = {
             "targets": describe([r["completion"][0]["content"] for r in stage], effect),
             "candidates": describe([c for r in stage for c in r["candidates"]], effect),
         }
-        models.append({"model": args.model, "adapter": str(policy), "label": f"aligned-{variant}"})
+        if not args.selection_only:
+            phases.run(f"best-of-n SFT, {variant} reward", ["train", *argv], log)
+            models.append({"model": args.model, "adapter": str(policy), "label": f"aligned-{variant}"})
+    results["phases"] = phases.records
+    if args.selection_only:
+        return results
     config = yaml.safe_load((REPO / "recipes" / "eval" / "deconfound_rewrite.yaml").read_text())
     config.pop("model_name_or_path")
     config.update(
@@ -224,7 +252,6 @@ def align(train, test, x_train, x_test, args) -> dict:
         texts = [t for row in rows for t in row["completions"]]
         scores = {name: float(np.mean([x for r in rows for x in v])) for name, v in _scores(rows).items()}
         results["policies"][model["label"]] = {**describe(texts, effect), "rewards": scores}
-    results["phases"] = phases.records
     return results
 
 
@@ -237,17 +264,22 @@ def alignment_table(results: dict) -> str:
     lines = [
         f"{'policy':<16}{'f* (se)':>16}{'naive reward':>14}{'joint reward':>14}  mean !, capitals, links"
     ]
-    for label, row in results["policies"].items():
+    for label, row in results.get("policies", {}).items():
         rewards = list(row["rewards"].values())
         lines.append(
             f"{label:<16}{row['f_star']:>9.3f} ({row['f_star_se']:.3f}){rewards[0]:>14.3f}{rewards[1]:>14.3f}  "
             f"{row['exclamations']:.2f}, {row['capital_share']:.3f}, {row['has_link']:.2f}"
         )
-    lines.append("best-of-n targets against all candidates (f*):")
+    lines.append(
+        "best-of-n targets against all candidates: f* (se); mean !, capitals, words, links, mentions"
+    )
     for variant, row in results["chosen"].items():
-        lines.append(
-            f"  {variant:<8} chosen {row['targets']['f_star']:.3f}, all {row['candidates']['f_star']:.3f}"
-        )
+        for kind in ("targets", "candidates"):
+            r = row[kind]
+            lines.append(
+                f"  {variant:<6} {kind:<11}{r['f_star']:>7.3f} ({r['f_star_se']:.3f}); {r['exclamations']:.2f}, "
+                f"{r['capital_share']:.3f}, {np.expm1(r['log_words']):.1f}, {r['has_link']:.2f}, {r['mentions']:.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -273,6 +305,11 @@ def main() -> None:
     parser.add_argument(
         "--heldout-prompts", type=int, default=64, help="held-out tweets each policy rewrites"
     )
+    parser.add_argument(
+        "--selection-only",
+        action="store_true",
+        help="in phase 4, stop after the best-of-n stages (what each reward picks), before SFT and the policies",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out = args.out.resolve()
@@ -293,6 +330,7 @@ def main() -> None:
             "recording-error sweep", sweep, train, test, x_train, x_test, args.seeds, args.alpha, by_error
         ),
     }
+    results["slopes"] = confounder_slopes(train, args.noisy_strength, args.seeds, RECORDING_ERRORS)
     plot(results, args.noisy_strength, args.plot)
     results["real"] = timed("real outcomes", real_outcomes, train, test, x_train, x_test, args.alpha)
     if args.align:
@@ -306,6 +344,10 @@ def main() -> None:
         for variant, by_key in results[key].items():
             lines.append(f"{variant:<14}" + "".join(f"{np.mean(v):>8.3f}" for v in by_key.values()))
         print(f"held-out correlation with f*, {title}, mean of {len(args.seeds)} seeds:\n" + "\n".join(lines))
+    lines = [f"{'estimate':<16}" + "".join(f"{k:>8}" for k in RECORDING_ERRORS)]
+    for name in ("least_squares", "two_stage"):
+        lines.append(f"{name:<16}" + "".join(f"{v[name]:>8.3f}" for v in results["slopes"].values()))
+    print(f"the confounder's effect (true {args.noisy_strength:g}) by recording error:\n" + "\n".join(lines))
     print("real outcomes:\n" + json.dumps(results["real"], indent=2))
     if args.align:
         print(f"alignment at strength {args.align_strength:g}:\n" + alignment_table(results["align"]))
