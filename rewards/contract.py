@@ -822,7 +822,8 @@ def probe_reward(fn: Callable[..., Any], rows: Sequence[Mapping[str, Any]]) -> N
     would, so that a reward that raises or breaks TRL's contract fails before a model loads. Rewards marked
     ``probe = False`` (they load a model of their own) are skipped."""
     target = fn.func if isinstance(fn, CheckedReward) else fn
-    while isinstance(target, functools.partial):
+    # Through partials and recipe-bound wrappers (BoundReward) to the reward that says whether it may be probed.
+    while isinstance(target, functools.partial) or getattr(target, "wraps_reward", False):
         target = target.func
     if getattr(target, "probe", True) is False or not rows:
         return

@@ -5,6 +5,11 @@ them (exclamation marks, capitals, length); the confounder is driven by another 
 numbers) plus noise, so it is entangled with the text without being the effect. The outcome is ``f* + strength *
 confounder + noise``. A reward fit naively to the outcome credits the confounder's features more as ``strength``
 grows; a deconfounded one should keep tracking ``f*``.
+
+The confounder may be recorded with error (``confounder_noise``): the estimators then see ``observed``, not the
+confounder, and removing its least-squares fit removes only part of it. ``instrument`` is a second, independent
+record of the same confounder (with the same error): a valid instrument for the first, since their errors are
+unrelated.
 """
 
 from __future__ import annotations
@@ -50,17 +55,59 @@ def _z(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Simulated:
     effect: np.ndarray  # f*(text), standardised
-    confounder: np.ndarray
+    confounder: np.ndarray  # the true confounder
     outcome: np.ndarray
+    observed: np.ndarray  # the confounder as recorded (with confounder_noise)
+    instrument: np.ndarray  # a second, independent record of it
 
 
-def simulate(texts: Sequence[str], strength: float, *, noise: float = 0.5, seed: int = 0) -> Simulated:
+@dataclass(frozen=True)
+class Effect:
+    """``f*`` as a fixed function of a text, standardised over a reference corpus, so that texts from elsewhere (a
+    policy's generations) are scored on the same scale as the corpus the rewards were fit on."""
+
+    means: np.ndarray
+    scales: np.ndarray
+    mean: float
+    scale: float
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> Effect:
+        if not texts:
+            raise ValueError("Effect.fit needs at least one reference text.")
+        raw = np.column_stack([text_features(texts)[f] for f in EFFECT_FEATURES])
+        scales = raw.std(axis=0)
+        scales[scales == 0] = 1.0
+        combined = ((raw - raw.mean(axis=0)) / scales) @ _EFFECT_WEIGHTS
+        return cls(raw.mean(axis=0), scales, float(combined.mean()), float(combined.std() or 1.0))
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        raw = np.column_stack([text_features(texts)[f] for f in EFFECT_FEATURES])
+        return (((raw - self.means) / self.scales) @ _EFFECT_WEIGHTS - self.mean) / self.scale
+
+
+def simulate(
+    texts: Sequence[str],
+    strength: float,
+    *,
+    noise: float = 0.5,
+    confounder_noise: float = 0.0,
+    seed: int = 0,
+) -> Simulated:
     """Outcomes for ``texts``: ``f* + strength * confounder + noise``; the confounder is its own features'
-    combination plus as much noise again, standardised."""
+    combination plus as much noise again, standardised. It is recorded, twice and independently, with normal
+    error of standard deviation ``confounder_noise`` (``observed`` and ``instrument``)."""
+    if confounder_noise < 0 or noise < 0:
+        raise ValueError(f"noise and confounder_noise must be >= 0, got {noise} and {confounder_noise}.")
     features = text_features(texts)
     rng = np.random.default_rng(seed)
-    effect = _z(np.column_stack([_z(features[f]) for f in EFFECT_FEATURES]) @ _EFFECT_WEIGHTS)
+    effect = Effect.fit(texts)(texts)
     driven = _z(np.column_stack([_z(features[f]) for f in CONFOUNDER_FEATURES]) @ _CONFOUNDER_WEIGHTS)
     confounder = _z(driven + rng.normal(size=len(texts)))
     outcome = effect + strength * confounder + noise * rng.normal(size=len(texts))
-    return Simulated(effect=effect, confounder=confounder, outcome=outcome)
+    # Drawn after the outcome, so that an outcome does not depend on how noisily its confounder is recorded.
+    observed = confounder + confounder_noise * rng.normal(size=len(texts))
+    instrument = confounder + confounder_noise * rng.normal(size=len(texts))
+    return Simulated(effect, confounder, outcome, observed, instrument)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import yaml
 
-from posttrain.methods.deconfound.reward import fit_and_save
+from posttrain.methods.deconfound.reward import fit_and_save, write_head_dataset
 from rewards import load_reward_functions
 from rewards.text_reward import MARKER, embed_texts
 
@@ -34,3 +37,62 @@ def test_a_folder_without_a_reward_or_with_a_damaged_one_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="damaged"):
         load_text_reward(tmp_path)
+
+
+def test_the_head_dataset_holds_the_outcomes_with_the_confounders_fit_removed(tmp_path):
+    # Least squares of y on c: slope 9/5, intercept 0.8 (hand-computed), fit 0.8, 2.6, 4.4, 6.2.
+    texts = ["a", "b", "c", "d"]
+    path = write_head_dataset(
+        tmp_path / "head.jsonl", texts, np.array([1.0, 3, 3, 7]), np.array([0.0, 1, 2, 3])
+    )
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["text"] for r in rows] == texts
+    assert [r["outcome"] for r in rows] == pytest.approx([0.2, 0.4, -1.4, 0.8])
+    naive = write_head_dataset(tmp_path / "naive.jsonl", texts, np.array([1.0, 3, 3, 7]), None)
+    assert [json.loads(line)["outcome"] for line in naive.read_text().splitlines()] == [1.0, 3.0, 3.0, 7.0]
+    with pytest.raises(ValueError, match="one outcome per text"):
+        write_head_dataset(tmp_path / "x.jsonl", texts, np.ones(3), None)
+    with pytest.raises(ValueError, match="give the confounders too"):
+        write_head_dataset(tmp_path / "x.jsonl", texts, np.ones(4), None, instruments=np.ones(4))
+
+
+@pytest.mark.slow
+def test_a_reward_model_learns_the_text_effect_from_the_head_dataset(tiny_model, tmp_path):
+    """h as an LM regression head: method reward_model on write_head_dataset's rows learns what the text does."""
+    from posttrain.recipe import load_recipe
+    from posttrain.train import train
+    from rewards.learned import reward_model
+
+    rng = np.random.default_rng(0)
+    texts = [("wow! " if i % 2 else "calm. ") + f"note {i}" for i in range(32)]
+    confounder = rng.normal(size=32)
+    outcomes = np.array([2.0 if "wow" in t else 0.0 for t in texts]) + 3.0 * confounder
+    data = write_head_dataset(tmp_path / "head.jsonl", texts, outcomes, confounder)
+    config = {
+        "method": "reward_model",
+        "model_name_or_path": str(tiny_model),
+        "dataset_name": str(data),
+        "prompt_template": "Write a tweet.",
+        "completion_template": "{text}",
+        "target_column": "outcome",
+        "learning_rate": 1e-3,
+        "max_steps": 40,
+        "per_device_train_batch_size": 8,
+        "save_strategy": "no",
+        "output_dir": str(tmp_path / "head"),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+    }
+    (tmp_path / "head.yaml").write_text(yaml.safe_dump(config))
+    train(load_recipe(tmp_path / "head.yaml"))
+    prompts = [[{"role": "user", "content": "Write a tweet."}]] * 2
+    wow, calm = reward_model(
+        [
+            [{"role": "assistant", "content": "wow! note 40"}],
+            [{"role": "assistant", "content": "calm. note 40"}],
+        ],
+        prompts,
+        path=str(tmp_path / "head"),
+    )
+    assert wow - calm > 1.0  # the text's own effect is 2
