@@ -29,6 +29,7 @@ class MarkedAnswer:
     markers: dict[str, str]
     status: str
     raw: str
+    repeated: bool = False  # a later marker list followed the answer and was cut off
 
 
 def with_markers(prompt: Any, markers: Mapping[str, Any] | None, schema: MarkerSchema | None = None) -> Any:
@@ -39,7 +40,7 @@ def with_markers(prompt: Any, markers: Mapping[str, Any] | None, schema: MarkerS
 def read_answer(text: str) -> MarkedAnswer:
     """A model's output split into its answer and its markers; never raises on a malformed list."""
     parsed = parse_output(text)
-    return MarkedAnswer(parsed.answer, parsed.markers, parsed.status, text)
+    return MarkedAnswer(parsed.answer, parsed.markers, parsed.status, text, parsed.repeated)
 
 
 def generate_marked(

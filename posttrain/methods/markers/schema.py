@@ -15,7 +15,7 @@ import hashlib
 import random
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 OPEN = "<MARKER_LIST>"
@@ -107,16 +107,30 @@ class ParsedOutput:
     """A model's output split into the marker list it generated and the answer a user sees.
 
     ``status``: "ok" (a closed list), "none" (no list: the whole output is the answer), "truncated" (the list never
-    closes; markers read up to the cut) or "malformed" (a closed list with text that is no marker)."""
+    closes; markers read up to the cut) or "malformed" (a closed list with text that is no marker).
+
+    A model writes its list only before the answer; a small or briefly trained one may go on after the answer with
+    another list (and repeat it to the token limit). The answer ends where such a later list opens: it is never
+    part of what the user sees, and ``repeated`` says it was cut off."""
 
     markers: dict[str, str]
     answer: str
     status: str
     marker_text: str
+    repeated: bool = False
 
 
 def parse_output(text: str) -> ParsedOutput:
-    """Split ``text`` (a completion) into its leading marker list and the answer. Never raises."""
+    """Split ``text`` (a completion) into its leading marker list and the answer, cut where a later list opens.
+    Never raises."""
+    parsed = _parse_leading(text)
+    later = parsed.answer.find(OPEN)
+    if later < 0:
+        return parsed
+    return replace(parsed, answer=parsed.answer[:later].strip(), repeated=True)
+
+
+def _parse_leading(text: str) -> ParsedOutput:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     stripped = text.lstrip()

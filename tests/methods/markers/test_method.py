@@ -336,7 +336,9 @@ def test_posttrain_eval_strips_the_list_scores_the_answer_and_keeps_the_record(t
     written = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert [r["completions"] for r in written] == [["#### 4"], ["#### 4"]]
     assert [r["raw_completions"] for r in written] == [[output], [output]]
-    assert written[0]["inference"] == [{"markers": {"domain": "Math", "length_tokens": "3"}, "status": "ok"}]
+    assert written[0]["inference"] == [
+        {"markers": {"domain": "Math", "length_tokens": "3"}, "status": "ok", "repeated": False}
+    ]
     assert summary["mean_reward/numeric_answer"] == 0.5  # "#### 4" is right for 2+2, wrong for 3+3
     sent = "<MARKER_LIST> <domain> Math </domain> <length_bucket> tiny </length_bucket> </MARKER_LIST>"
     assert all((sent in p) == (mode == "fixed") for p in engine.prompts)

@@ -107,7 +107,11 @@ def test_inferred_mode_strips_the_list_and_keeps_it_in_the_record():
     assert mode.prompt([{"role": "user", "content": "q"}], {}) == [{"role": "user", "content": "q"}]
     answer, record = mode.answer(text)
     assert answer == "#### 12"
-    assert record == {"markers": {"domain": "Math", "length_bucket": "short"}, "status": "ok"}
+    assert record == {
+        "markers": {"domain": "Math", "length_bucket": "short"},
+        "status": "ok",
+        "repeated": False,
+    }
     assert read_answer(text).raw == text
 
 
@@ -179,3 +183,28 @@ def test_no_dropout_and_full_dropout():
     everything = prompt_markers(MARKERS, dataset_rate=0.0, sample_rate=0.0, seed=0, epoch=0, key=1)
     assert everything == {k: str(v) for k, v in MARKERS.items()}
     assert prompt_markers(MARKERS, dataset_rate=1.0, sample_rate=0.0, seed=0, epoch=0, key=1) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "status"),
+    [
+        # the degenerate continuation of a briefly trained model: the answer, then its list again, to the limit
+        (
+            "<MARKER_LIST> <task> Math reasoning </task> </MARKER_LIST>\n129 spools\n<MARKER_LIST> <task> Math "
+            "reasoning </task> </MARKER_LIST>\n<MARKER_LIST> <task> Math",
+            "129 spools",
+            "ok",
+        ),
+        ("The answer.\n<MARKER_LIST> <task> QA </task>", "The answer.", "none"),
+        ("<MARKER_LIST> <task> QA </task> </MARKER_LIST>\n<MARKER_LIST> <task> QA </task>", "", "ok"),
+    ],
+)
+def test_a_later_marker_list_is_cut_from_the_answer(text, answer, status):
+    parsed = parse_output(text)
+    assert (parsed.answer, parsed.status, parsed.repeated) == (answer, status, True)
+    assert strip_markers(text) == answer
+
+
+def test_an_answer_without_a_later_list_is_not_marked_repeated():
+    parsed = parse_output("<MARKER_LIST> <task> QA </task> </MARKER_LIST>\nParis, not <MARKER> tags.")
+    assert (parsed.answer, parsed.repeated) == ("Paris, not <MARKER> tags.", False)
