@@ -102,11 +102,18 @@ def line_level(
     extractor = HtmlToText()
     tp = fp = fn = lines_total = malformed = 0
     tokens_before = tokens_after = 0
+    examples: list[dict] = []  # a few chunks the programmer cleaned, with the lines truly removed
     for page in pages:
         lines = extractor.extract(page["html"]).split("\n")
         truth = set(gold_removals(lines, page["clean_text"]))
         chunks = chunk_lines(lines, count_tokens, chunk_tokens)
-        programs = teacher.chunk_programs([number_lines(lines[c.start : c.stop], c.start) for c in chunks])
+        numbered = [number_lines(lines[c.start : c.stop], c.start) for c in chunks]
+        programs = teacher.chunk_programs(numbered)
+        examples += [
+            {"chunk": n, "program": p, "truth": [i for i in c if i in truth]}
+            for n, p, c in zip(numbered, programs, chunks, strict=True)
+            if p != "keep_chunk()"
+        ][: 6 - len(examples)]
         text = "\n".join(lines)
         result = apply_programs(text, "keep_doc()", chunks, programs)
         removed = {n for call in result.executed if call.startswith("remove_lines") for n in _range(call)}
@@ -126,6 +133,7 @@ def line_level(
         "keep_f1": f1(kept_right, fn, fp),
         "token_retention": tokens_after / tokens_before,
         "malformed_calls": malformed,
+        "examples": examples,
     }
 
 
