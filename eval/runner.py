@@ -50,7 +50,7 @@ from posttrain.data import (
 )
 from posttrain.formatting import format_split, template_columns
 from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
-from posttrain.models import resolve_model_path
+from posttrain.models import merge_adapter, resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
 from rewards.contract import score_completions
 from rewards.registry import load_reward_functions, parse_reward_spec, reward_required_columns
@@ -384,17 +384,7 @@ def _merged_model(spec: ModelSpec, out: Path) -> str:
     base = resolve_model_path(spec.model)
     if spec.adapter is None:
         return base
-    target = out / "merged-model"
-    if not (target / "config.json").exists():
-        from peft import PeftModel
-
-        logger.info("Merging adapter %s into %s", spec.adapter, base)
-        merged = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(base), spec.adapter
-        ).merge_and_unload()
-        merged.save_pretrained(target)
-        AutoTokenizer.from_pretrained(base).save_pretrained(target)
-    return str(target)
+    return str(merge_adapter(base, spec.adapter, out / "merged-model"))
 
 
 def _check_context(tokenizer, prompts: list[str], limit: int, max_new_tokens: int) -> None:

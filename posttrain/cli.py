@@ -5,6 +5,7 @@ posttrain validate RECIPE.yaml [--field value ...]  every check `train` runs bef
 posttrain stage RECIPE.yaml [--field value ...]     run the method's data stages only (resumable, sharded)
 posttrain eval [EVAL.yaml] [--field value ...]      batch evaluation
 posttrain prepare [--model NAME] [--dataset NAME]   build the offline caches (embedded model, datasets)
+posttrain refine CONFIG.yaml [--field value ...]    refine a corpus with ProX (rule teacher or trained refiner)
 posttrain datasets | rewards | methods | builders   list what is registered
 
 `posttrain train --help` (with a recipe or --method, that method's) lists every recipe field with its help;
@@ -141,6 +142,13 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _refine(args: argparse.Namespace, overrides: list[str]) -> int:
+    from posttrain.methods.prox.refine import parse_refine, run_refine
+
+    run_refine(parse_refine([args.config, *overrides]))
+    return 0
+
+
 def _serve(args: argparse.Namespace, overrides: list[str]) -> int:
     import os
 
@@ -202,7 +210,12 @@ def field_help(command: str, config_path: str | None, overrides: list[str]) -> s
     from posttrain.parsing import data_sections, peek, read_yaml
 
     config = read_yaml(Path(config_path)) if config_path else {}
-    if command == "eval":
+    if command == "refine":
+        from posttrain.methods.prox.refine import RefineArguments
+
+        types = (RefineArguments,)
+        title = "posttrain refine CONFIG.yaml [--field value ...]"
+    elif command == "eval":
         from eval.runner import EvalArguments
         from posttrain.methods import discover_methods
 
@@ -256,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Evaluate models in bulk; any eval field can follow as --field value.")
     p.add_argument("config", nargs="?", help="Evaluation YAML (optional: fields may all come as flags).")
     p.set_defaults(func=_eval)
+    p = sub.add_parser(
+        "refine",
+        help="Refine a corpus with ProX (recipes/refine/*.yaml); any field can follow as --field value.",
+        add_help=False,
+    )
+    p.add_argument("config", help="Refinement YAML: source, output_dir, programmer (rules or a refiner).")
+    p.set_defaults(func=_refine)
     p = sub.add_parser(
         "serve", help="Run a vLLM rollout server; extra arguments go to the vLLM OpenAI server."
     )
@@ -358,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     command = argv[0] if argv else None
     wants_help = any(a in ("-h", "--help") for a in argv[1:])
-    if command in (*RECIPE_COMMANDS, "eval") and wants_help:
+    if command in (*RECIPE_COMMANDS, "eval", "refine") and wants_help:
         rest = [a for a in argv[1:] if a not in ("-h", "--help")]
         config = rest[0] if rest and not rest[0].startswith("-") else None
         sys.stdout.write(field_help(command, config, rest[1:] if config else rest))
@@ -371,7 +391,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         overrides = argv[2:] if has_config else argv[1:]
     else:
         args, overrides = parser.parse_known_args(argv)
-    if args.command not in (*RECIPE_COMMANDS, "serve", "eval") and overrides:
+    if args.command not in (*RECIPE_COMMANDS, "serve", "eval", "refine") and overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     return args.func(args, overrides)
 

@@ -9,6 +9,7 @@ with its processor in place of the tokenizer.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -76,6 +77,39 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in EMBEDDED_MODELS:
         return str(ensure_embedded_model(name_or_path))
     return name_or_path
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def merge_adapter(base: str, adapter: str | Path, target: Path) -> Path:
+    """``adapter`` merged into the base model ``base`` and saved, with the base's tokenizer, in ``target``, once
+    (a folder that already holds a config is reused), since generation engines load full checkpoints."""
+    if not (target / "config.json").exists():
+        from peft import PeftModel  # heavy: only adapters need it
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.info("Merging adapter %s into %s", adapter, base)
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))
+        merged.merge_and_unload().save_pretrained(target)
+        AutoTokenizer.from_pretrained(base).save_pretrained(target)
+    return target
+
+
+def full_checkpoint(name_or_path: str) -> str:
+    """A checkpoint every engine loads: the resolved model itself, or, for a folder holding a PEFT adapter (what a
+    LoRA recipe's output_dir holds), the adapter merged into the base model it names, saved once in
+    ``<folder>/merged``."""
+    resolved = resolve_model_path(name_or_path)
+    path = Path(resolved)
+    if not (path / ADAPTER_CONFIG).is_file():
+        return resolved
+    base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{path / ADAPTER_CONFIG} names no base_model_name_or_path to merge the adapter into."
+        )
+    return str(merge_adapter(resolve_model_path(base), path, path / "merged"))
 
 
 def _find_gguf(spec: EmbeddedModel, workdir: Path) -> Path:

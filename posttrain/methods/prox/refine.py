@@ -1,7 +1,8 @@
 """Refine a corpus with ProX from a YAML file: the rule teacher or a trained refiner writes every document's
 programs, and the datatrove pipeline (:func:`posttrain.methods.prox.pipeline.refine_corpus`) applies them.
 
-    python -m posttrain.methods.prox.refine recipes/refine/prox_text_quality_rules.yaml [--workers 2 ...]
+    posttrain refine recipes/refine/prox_text_quality_rules.yaml [--workers 2 ...]
+    python -m posttrain.methods.prox.refine recipes/refine/prox_text_quality_rules.yaml (the same)
 
 Unknown keys and wrong values are refused before anything runs, as recipes are. The output folder gets
 ``kept/``, ``dropped/``, datatrove's ``logs/`` and ``summary.json`` (documents and words in and out).
@@ -20,6 +21,7 @@ from posttrain.methods.prox.pipeline import CorpusSource, TokenCounter, refine_c
 from posttrain.methods.prox.refiner import ModelRefiner
 from posttrain.methods.prox.teacher import RuleTeacher
 from posttrain.parsing import parse_dataclasses, read_yaml
+from posttrain.recipe import model_reference_errors
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class RefineArguments:
 
 def parse_refine(argv: list[str]) -> RefineArguments:
     if not argv or argv[0].startswith("-"):
-        raise UserError("usage: python -m posttrain.methods.prox.refine CONFIG.yaml [--field value ...]")
+        raise UserError("usage: posttrain refine CONFIG.yaml [--field value ...]")
     path = Path(argv[0])
     (args,) = parse_dataclasses(read_yaml(path), argv[1:], (RefineArguments,), str(path))
     return args
@@ -97,8 +99,21 @@ def _counts(folder: Path) -> tuple[int, int, int]:
     return documents, before, after
 
 
+def _check_programmer(programmer: str) -> None:
+    """A trained refiner must be there (a local folder, an embedded name or a hub id), checked before any work."""
+    errors = model_reference_errors(programmer, "programmer")
+    if errors:
+        raise UserError(
+            " ".join(errors),
+            hint="train the refiner first (posttrain train recipes/prox/refiner_rules_cpu.yaml writes "
+            "outputs/prox-refiner-rules-cpu) and point programmer at its output_dir, or set programmer: rules.",
+        )
+
+
 def run_refine(args: RefineArguments) -> dict:
     """Refine as ``args`` says; returns (and writes to ``summary.json``) documents and words kept and dropped."""
+    if args.programmer != "rules":
+        _check_programmer(args.programmer)
     if args.programmer == "rules":
         programmer = RuleTeacher()
     else:
@@ -148,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         run_refine(parse_refine(sys.argv[1:] if argv is None else argv))
     except UserError as err:
         logger.error("error: %s", err)
+        if err.hint:
+            logger.error("hint: %s", err.hint)
         return 2
     return 0
 

@@ -1,5 +1,6 @@
 """ProX's model refiner: a language model writing each document's programs through the shared generation service,
-asked exactly as the refiner's training examples ask (:func:`posttrain.methods.prox.teacher.doc_request`)."""
+asked exactly as the refiner's training examples ask (:func:`posttrain.methods.prox.teacher.doc_request`). A LoRA
+refiner's folder (an adapter) is merged into its base model once, so that any engine loads it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 from posttrain.generation import Sampling, make_engine, render_prompt
 from posttrain.methods.prox.teacher import chunk_request, doc_request
+from posttrain.models import full_checkpoint
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ModelRefiner:
     def _generate(self, requests: Sequence[str]) -> list[str]:
         if "engine" not in self._state:
             budget = len(requests) * self.max_new_tokens
-            self._state["engine"] = make_engine(self.engine, self.model_name_or_path, expected_tokens=budget)
+            model = full_checkpoint(self.model_name_or_path)
+            self._state["engine"] = make_engine(self.engine, model, expected_tokens=budget)
         engine = self._state["engine"]
         prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": r}]) for r in requests]
         greedy = Sampling(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens, seed=0)
