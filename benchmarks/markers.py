@@ -46,7 +46,7 @@ import yaml
 sys.path.insert(
     0, str(Path(__file__).resolve().parent)
 )  # the shared phase runner (phases.py) beside this script
-from phases import Phases, lora_model, run_phase  # noqa: E402
+from phases import Phases, begin, lora_model, run_phase  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "markers" / "mixture_cpu.yaml"
@@ -343,11 +343,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "markers_bench")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.perf_counter()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    record = Phases(out / "phases.json")
+    out, record = begin(args.out)
     sizes = {
         "rows_per_source": args.rows_per_source,
         "test_rows_per_source": args.test_rows_per_source,
