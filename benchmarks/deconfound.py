@@ -1,9 +1,9 @@
 """DeconfoundLM on real tweets: how well each variant's learned reward tracks the true effect of the text as
 confounding grows and as the confounder is recorded less exactly, what each credits on the real outcomes, and
-(with --align) what aligning the embedded model with the naive or the deconfounded reward does to the true effect
+(unless --no-align) what aligning the embedded model with the naive or the deconfounded reward does to the true effect
 of what it writes.
 
-    python benchmarks/deconfound.py [--train 3000 --test 1000 --seeds 0 1] [--align]
+    python benchmarks/deconfound.py [--train 800 --test 400 --seeds 0 1] [--no-align]
 
 1. Embedding: trump_tweets' texts through the embedded model (mean of the last hidden states, frozen); kept in
    the output folder and reused by a later run on the same tweets.
@@ -16,7 +16,7 @@ of what it writes.
 3. Real outcomes: log(1 + retweets), with posting time (year, year^2, UTC hour) and device as confounders; for the
    naive and the joint reward, the held-out correlation of the reward with the outcome and with each interpretable
    text feature (what it credits).
-4. With --align, at --align-strength: the naive and the joint rewards fit and saved; for each, the best-of-n
+4. Unless --no-align, at --align-strength: the naive and the joint rewards fit and saved; for each, the best-of-n
    stage (the embedded model samples 4 rewrites of each training tweet, the reward keeps one) and SFT on the kept
    ones (recipes/deconfound/best_of_n_*_cpu.yaml, a process each); the base model and both policies rewrite
    held-out tweets (recipes/eval/deconfound_rewrite.yaml); the true f* of every rewrite, and of the rewrites each
@@ -285,8 +285,8 @@ def alignment_table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=3000)
-    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--train", type=int, default=800, help="training tweets (original ones)")
+    parser.add_argument("--test", type=int, default=400, help="held-out tweets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--alpha", type=float, default=1.0, help="ridge penalty per standardised dimension")
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -296,7 +296,10 @@ def main() -> None:
         "--noisy-strength", type=float, default=2.0, help="confounding strength of the recording-error sweep"
     )
     parser.add_argument(
-        "--align", action="store_true", help="also run phase 4: align the model with the rewards"
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run phase 4: align the model with the naive and the joint rewards (--no-align: phases 1-3 only)",
     )
     parser.add_argument("--align-strength", type=float, default=4.0, help="confounding strength of phase 4")
     parser.add_argument(

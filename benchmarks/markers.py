@@ -18,7 +18,8 @@ from its checkpoints and samples):
    - length control: the dropout-0.5 marker model in fixed mode with ``length_tokens`` set to the reference
      answer's length, against the baseline asked in plain words ("Answer in about N words.", N the reference's
      words): the share of answers more than 25% off the asked length, each in the unit it was asked in.
-4. The step overhead, in this process: one batch of annotated rows, LoRA, float32. Annotation of the batch's rows
+4. The step overhead, in a process of its own: one batch of annotated rows, LoRA, under bfloat16 autocast as the
+   trainings run (float32 with ``--no-bf16``). Annotation of the batch's rows
    and the collator's serialisation and tokenization, timed alone, against a plain SFT step (forward and backward
    on the same rows without markers); and the markers step against the plain one (its sequences are longer by the
    marker tokens). Medians of alternating repeats after a warm-up.
@@ -58,6 +59,9 @@ FIXED_LENGTH = {
 }
 SCORER = "posttrain.methods.markers.rewards:task_accuracy"
 INFERRED_MARKERS = ("domain", "task", "length_bucket")
+# The benchmark's models learn the markers it measures, and format: a list of ~45 tokens instead of the recipe's
+# ~100 (source, language, code language, sentence and paragraph counts), so that the run fits in 30 minutes.
+BENCH_MARKERS = ("domain", "task", "format", "length_tokens", "length_bucket")
 TOLERANCE = 0.25
 
 logger = logging.getLogger("benchmark")
@@ -189,7 +193,7 @@ def accuracy(metrics: dict) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
+def step_overhead(recipe_path: Path, stage_rows: Path, repeats: int, max_length: int, bf16: bool) -> dict:
     """Annotation + serialisation of one batch against a plain SFT step on the same rows (see the docstring)."""
     import torch
 
@@ -201,8 +205,8 @@ def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
     from posttrain.recipe import load_recipe
     from posttrain.stages import StageContext
 
-    recipe = load_recipe(RECIPE)
-    config = yaml.safe_load(RECIPE.read_text())
+    recipe = load_recipe(recipe_path)
+    config = yaml.safe_load(recipe_path.read_text())
     tokenizer, model = lora_model(config)
     batch_size = 8  # the recipe's batch: the overhead is per row, so the ratio hardly depends on it
     source = [json.loads(line) for line in stage_rows.read_text().splitlines()][:batch_size]
@@ -247,8 +251,10 @@ def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
     context = StageContext(recipe=recipe)
     annotate_rows(raw[:1], context)  # loads the tokenizer once, as the stage keeps it
 
-    def step(batch: dict) -> None:
-        model(**batch, use_cache=False).loss.backward()
+    def step(batch: dict) -> None:  # as the trainings run it: under bfloat16 autocast with --bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
 
     times: dict[str, list[float]] = {
         "plain SFT step": [],
@@ -279,6 +285,7 @@ def step_overhead(stage_rows: Path, repeats: int, max_length: int) -> dict:
         "serialisation / plain step": medians["serialisation"] / base,
         "markers step / plain step": medians["markers SFT step"] / base,
         "repeats": repeats,
+        "bf16 autocast": bf16,
     }
 
 
@@ -319,11 +326,18 @@ def main() -> None:
     parser.add_argument(
         "--list-tokens",
         type=int,
-        default=128,
-        help="more new tokens for the marker models, whose answer follows their marker list (~100 tokens)",
+        default=64,
+        help="more new tokens for the marker models, whose answer follows their marker list (~45 tokens with the "
+        "benchmark's markers)",
     )
     parser.add_argument("--engine", default="vllm", help="generation engine of the evaluations")
-    parser.add_argument("--overhead-repeats", type=int, default=4)
+    parser.add_argument("--overhead-repeats", type=int, default=2)
+    parser.add_argument(
+        "--markers",
+        default=",".join(BENCH_MARKERS),
+        help="the markers the models learn, comma-separated (the recipe's full list makes every sequence ~50 "
+        "tokens longer)",
+    )
     parser.add_argument(
         "--max-length", type=int, default=384, help="tokens per training sequence (cut beyond)"
     )
@@ -361,12 +375,13 @@ def main() -> None:
         "learning_rate": args.learning_rate,
         "bf16": args.bf16,
     }
+    marked = {**sizes, "markers": [m.strip() for m in args.markers.split(",") if m.strip()]}
     recipes = {
         "markers, dataset dropout 0.5": write_recipe(
-            RECIPE, out / "markers-d50.yaml", output_dir=str(out / "markers-d50"), **sizes
+            RECIPE, out / "markers-d50.yaml", output_dir=str(out / "markers-d50"), **marked
         ),
         "markers, no dataset dropout": write_recipe(
-            RECIPE, out / "markers-d0.yaml", output_dir=str(out / "markers-d0"), dataset_dropout=0.0, **sizes
+            RECIPE, out / "markers-d0.yaml", output_dir=str(out / "markers-d0"), dataset_dropout=0.0, **marked
         ),
         "baseline SFT (no markers)": write_recipe(
             BASELINE,
@@ -384,8 +399,11 @@ def main() -> None:
     # In a process of its own, like every phase: the model it builds would otherwise stay in this process's
     # memory, and every phase started after it would inherit that high-water mark in its reported peak.
     measured = out / "overhead.json"
-    overhead_argv = [str(out / "stages" / "quality_buckets" / "train.jsonl")]
-    overhead_argv += [str(args.overhead_repeats), str(args.max_length), str(measured)]
+    overhead_argv = [
+        str(recipes["markers, dataset dropout 0.5"]),
+        str(out / "stages" / "quality_buckets" / "train.jsonl"),
+    ]
+    overhead_argv += [str(args.overhead_repeats), str(args.max_length), str(int(args.bf16)), str(measured)]
     phases.append(
         record.run(
             "step overhead", ["overhead", *overhead_argv], out / "overhead.log", Path(__file__).resolve()
@@ -548,8 +566,10 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["overhead"]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        stage_rows, repeats, max_length, result = sys.argv[2:6]
-        measured = step_overhead(Path(stage_rows), int(repeats), int(max_length))
+        recipe_path, stage_rows, repeats, max_length, bf16, result = sys.argv[2:8]
+        measured = step_overhead(
+            Path(recipe_path), Path(stage_rows), int(repeats), int(max_length), bf16 == "1"
+        )
         Path(result).write_text(json.dumps(measured, indent=2))
     else:
         main()

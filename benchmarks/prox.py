@@ -2,7 +2,7 @@
 pipeline's documents per second with 1 and 2 workers, the executor's own speed, and a refiner trained on the
 rule teacher's programs measured beside it on held-out documents.
 
-    python benchmarks/prox.py [--copies 10] [--out outputs/prox_bench] [--only teacher executor refiner]
+    python benchmarks/prox.py [--copies 40] [--out outputs/prox_bench] [--only teacher executor refiner]
 
 - Document level, on text_quality's test split: a document is low quality when it comes from one of the two
   junk generators (random characters, random dictionary words); F1 of ``drop_doc`` against that, with the
@@ -307,7 +307,11 @@ def refiner_heldout(record: Phases, out: Path, refiner: Path, args: argparse.Nam
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--copies", type=int, default=10, help="copies of text_quality in the throughput corpus"
+        "--copies",
+        type=int,
+        default=40,
+        help="copies of text_quality in the throughput corpus (40: 16,000 documents, enough that start-up does not "
+        "hide the second worker)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "prox_bench")
     parser.add_argument(
