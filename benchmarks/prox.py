@@ -255,6 +255,10 @@ def measure_refiner(args: argparse.Namespace) -> dict:
         for row, text, result in zip(rows, texts, refined, strict=False)
         if result.removed_lines or not result.kept
     ]
+    # Two of each source, so that the examples are not all of the first source it drops whole.
+    examples = [
+        e for i, e in enumerate(examples) if [x["source"] for x in examples[:i]].count(e["source"]) < 2
+    ]
     return {
         "engine_startup_s": startup_s,
         "documents": len(texts),
@@ -267,7 +271,7 @@ def measure_refiner(args: argparse.Namespace) -> dict:
         "word_retention": sum(r.words_after for r in refined) / words_in,
         "document_level": {**document, "teacher": teacher_document},
         "line_level": {**lines, "seconds": lines_s, "teacher": teacher_lines},
-        "examples": examples[:12],
+        "examples": examples,
     }
 
 
