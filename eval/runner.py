@@ -49,7 +49,7 @@ from posttrain.data import (
     resolve_data_path,
 )
 from posttrain.formatting import format_split, template_columns
-from posttrain.generation import ENGINES, Sampling, make_engine, render_prompts
+from posttrain.generation import ENGINES, Sampling, make_engine, release_engine, render_prompts
 from posttrain.models import merge_adapter, resolve_model_path
 from posttrain.parsing import RecipeError, data_sections, parse_dataclasses
 from rewards.contract import score_completions
@@ -457,7 +457,8 @@ def evaluate_model(
         needed = [i for chunk in chunks for i in chunk]
         prompts = dict(zip(needed, render_prompts(tokenizer, dataset, needed), strict=True))
         _check_context(tokenizer, list(prompts.values()), limit, args.max_new_tokens)
-        if engine is None:
+        owned = engine is None  # an engine passed in stays its owner's
+        if owned:
             try:
                 engine = make_engine(
                     args.engine,
@@ -537,6 +538,8 @@ def evaluate_model(
         progress.close()
         throughput = {"generated_tokens": generated_tokens, "seconds": time.perf_counter() - started}
         write_json(out / f"throughput.rank{rank}.json", throughput)
+        if owned:
+            release_engine(engine)
         del engine
 
     gathered = gather_rows(done, ranks)

@@ -41,6 +41,7 @@ in place would change the model the trainer goes on to train.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -344,6 +345,14 @@ class VLLMEngine:
     def context_length(self) -> int:
         return int(self.llm.llm_engine.model_config.max_model_len)
 
+    def close(self) -> None:
+        """Stop the engine core and drop the engine: its weights and reserved KV cache are freed by the next
+        garbage collection (:func:`release_engine` runs one)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, desc: str | None = None
     ) -> list[list[str]]:
@@ -400,6 +409,16 @@ def choose_engine(expected_tokens: int | None = None, *, live_model: bool = Fals
         logger.warning("vLLM is not available here; generating with HF generate (slower).")
         return "hf"
     return "vllm"
+
+
+def release_engine(engine: Any) -> None:
+    """Free an engine's memory now rather than at a later garbage collection, so that a process starting engines
+    in turn (an evaluation of several models) holds one at a time: vLLM's engine keeps reference cycles, and its
+    reserved cache stayed allocated after ``del`` until one ran."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    gc.collect()
 
 
 def make_engine(
