@@ -42,15 +42,18 @@ def _encoder(model_name_or_path: str) -> tuple[Any, Any]:
 def embed_texts(
     model_name_or_path: str, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 32
 ) -> np.ndarray:
-    """Each text's mean last hidden state under the model (float32, padding excluded): rows x hidden size."""
+    """Each text's mean last hidden state under the model (float32, padding excluded): rows x hidden size, in the
+    order of ``texts``. Texts are batched by length, so that a batch pads little."""
     import torch
 
     tokenizer, model = _encoder(model_name_or_path)
+    texts = list(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     rows = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
-                list(texts[start : start + batch_size]),
+                [texts[i] for i in order[start : start + batch_size]],
                 return_tensors="pt",
                 padding=True,
                 truncation=True,
@@ -59,7 +62,12 @@ def embed_texts(
             hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, 0))
+    if not rows:
+        return np.zeros((0, 0))
+    embedded = np.concatenate(rows)
+    result = np.empty_like(embedded)
+    result[order] = embedded
+    return result
 
 
 def save_text_reward(

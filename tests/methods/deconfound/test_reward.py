@@ -27,6 +27,14 @@ def test_saved_reward_scores_like_the_fit(tiny_model, tmp_path):
     assert np.corrcoef(train_scores, outcomes)[0, 1] > 0.5
 
 
+def test_embeddings_come_back_in_the_texts_order_whatever_the_batching(tiny_model):
+    texts = ["a much longer text than the others, with many more words in it", "hi", "a middling text", "yo"]
+    batched = embed_texts(str(tiny_model), texts, batch_size=2)
+    alone = np.stack([embed_texts(str(tiny_model), [text])[0] for text in texts])
+    assert batched.shape == alone.shape
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-5)
+
+
 def test_a_folder_without_a_reward_or_with_a_damaged_one_is_refused(tmp_path):
     from rewards.text_reward import load_text_reward
 
