@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import yaml
-from phases import REPO, Phases, cell, lora_model
+from phases import REPO, Phases, begin, cell, lora_model
 
 RECIPE = REPO / "recipes" / "conftuner" / "qa_language_cpu.yaml"
 EVALS = {
@@ -168,12 +168,8 @@ def main() -> None:
     parser.add_argument("--loss-repeats", type=int, default=6)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "conftuner_bench")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.perf_counter()
-    out = args.out.resolve()
-
-    out.mkdir(parents=True, exist_ok=True)
-    record = Phases(out / "phases.json")
+    out, record = begin(args.out)
     phases: list[dict] = []
     summaries: dict[str, dict] = {}
     built: dict[int, dict] = {}
