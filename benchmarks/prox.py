@@ -14,7 +14,7 @@ rule teacher's programs measured beside it on held-out documents.
   as one task on one worker and as two tasks on two workers; start-up apart from steady state is not
   separable inside datatrove, so both include it.
 - Executor: document and chunk programs parsed and applied per second on the refined documents' own programs.
-- Refiner (``--only refiner``): ``posttrain train recipes/prox/refiner_rules_cpu.yaml`` trains the embedded
+- Refiner: ``posttrain train recipes/prox/refiner_rules_cpu.yaml`` trains the embedded
   SmolLM2-135M-Instruct on the rule teacher's programs for text_quality's training split; then, in a process of
   its own, the trained refiner (``ModelRefiner``, batched, through the shared generation service) writes programs
   for held-out documents: document-level F1 on text_quality's test split and line-level removal F1 on

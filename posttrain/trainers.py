@@ -242,8 +242,8 @@ class PosttrainSFTTrainer(SFTTrainer):
         in the backward pass. That saves memory on an accelerator, with Triton kernels. On a CPU it runs as plain
         torch operations over float32 tiles: a LoRA step of SmolLM2-135M (8 x 384 tokens, bf16 autocast) takes
         1.31x as long as the same step with the model's own cross-entropy (1.38x without LoRA dropout), which
-        gives the same loss (``benchmarks/sft_step.py``). Anything beyond the plain loss (label smoothing, DFT, a custom loss function,
-        MoE auxiliary losses) keeps TRL's path."""
+        gives the same loss (``benchmarks/sft_step.py``). Anything beyond the plain loss (label smoothing, DFT, a
+        custom loss function, MoE auxiliary losses) keeps TRL's path."""
         labels = inputs.get("labels")
         return (
             labels is not None

@@ -40,6 +40,8 @@ def _published_reward_model(path: str) -> bool:
 def load_reward_model(path: str) -> tuple[Any, Any, int]:
     """The reward model saved at ``path``, its tokenizer and the token limit it was trained with, loaded once;
     a folder that is not a reward model is refused."""
+    if path in _MODELS:  # scored on every reward call: the checks below (a config read) run once
+        return _MODELS[path]
     marker = Path(path) / REWARD_MODEL_MARKER
     if not marker.is_file() and not _published_reward_model(path):
         raise ValueError(

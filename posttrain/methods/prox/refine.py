@@ -112,11 +112,10 @@ def _check_programmer(programmer: str) -> None:
 
 def run_refine(args: RefineArguments) -> dict:
     """Refine as ``args`` says; returns (and writes to ``summary.json``) documents and words kept and dropped."""
-    if args.programmer != "rules":
-        _check_programmer(args.programmer)
     if args.programmer == "rules":
         programmer = RuleTeacher()
     else:
+        _check_programmer(args.programmer)
         programmer = ModelRefiner(
             args.programmer, engine=args.engine, max_new_tokens=args.max_new_tokens, doc_chars=args.doc_chars
         )
